@@ -1,0 +1,3 @@
+from kcheck.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Command line entry point: `kcheck <job> ...`. Each job registers its own subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kcheck import __version__
+from kcheck.core.result import ExitCode
+from kcheck.errors import KcheckError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with kcheck's bad-input code (3), not 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.BAD_INPUT), f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> ArgumentParser:
+    from kcheck.patchsets import cli as patchsets_cli
+    from kcheck.probe import cli as probe_cli
+
+    parser = ArgumentParser(
+        prog="kcheck",
+        description="Make Linux hosts ready for CRIU checkpoint/restore of containers.",
+    )
+    parser.add_argument("--version", action="version", version=f"kcheck {__version__}")
+    jobs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
+    probe_cli.register(jobs)
+    patchsets_cli.register(jobs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KcheckError as exc:
+        print(f"kcheck: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("kcheck: interrupted", file=sys.stderr)
+        return 130

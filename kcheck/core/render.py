@@ -1,0 +1,240 @@
+"""Renderers: one Report, several formats operators and pipelines read."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from kcheck import __version__
+from kcheck.core.result import SCHEMA, CheckResult, Report, Status
+
+STATUS_LABEL = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.UNKNOWN: "UNKNOWN", Status.SKIP: "SKIP"}
+NPD_MAX = 80
+
+
+def _label(check: CheckResult) -> str:
+    """FAIL on an optional check is a warning: it does not change the verdict."""
+    if check.status == Status.FAIL and not check.required:
+        return "WARN"
+    return STATUS_LABEL[check.status]
+
+
+def _summary(report: Report) -> str:
+    required = [c for c in report.checks if c.required]
+    passed = sum(c.status == Status.PASS for c in required)
+    warnings = sum(c.status != Status.PASS and not c.required for c in report.checks)
+    text = f"{passed}/{len(required)} required checks pass"
+    return text + (f", {warnings} optional not passing" if warnings else "")
+
+
+def _headline(report: Report) -> str:
+    kernel = report.kernel
+    return f"kcheck probe: kernel {kernel.get('release')} ({kernel.get('machine')}), mode {report.mode}"
+
+
+def render_text(report: Report, color: bool = False) -> str:
+    if color:
+        return _render_rich(report)
+    rows = [("STATUS", "CHECK", "REQUIRED", "EVIDENCE", "DETAIL")]
+    rows += [
+        (_label(c), c.id, "yes" if c.required else "no", str(c.evidence), c.detail) for c in report.checks
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [_headline(report), ""]
+    for row, check in zip(rows, [None, *report.checks], strict=True):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+        if check is not None and check.remedy:
+            lines.append(" " * (sum(widths) + 8) + f"fix: {check.remedy}")
+    lines += ["", f"verdict: {report.verdict} (exit {int(report.exit_code)}): {_summary(report)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _render_rich(report: Report) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    style = {"PASS": "green", "FAIL": "bold red", "WARN": "yellow", "UNKNOWN": "magenta", "SKIP": "dim"}
+    table = Table(title=_headline(report), title_justify="left")
+    for column in ("status", "check", "req", "evidence", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        label = _label(check)
+        detail = check.detail + (f"\n[dim]fix: {check.remedy}[/dim]" if check.remedy else "")
+        table.add_row(
+            f"[{style[label]}]{label}[/]", check.id, "yes" if check.required else "no",
+            str(check.evidence), detail,
+        )
+    verdict_style = {"ready": "bold green", "not-ready": "bold red", "undecided": "bold magenta"}
+    console = Console(record=True, force_terminal=True, width=160)
+    with console.capture():
+        console.print(table)
+        console.print(
+            f"verdict: [{verdict_style[report.verdict]}]{report.verdict}[/] "
+            f"(exit {int(report.exit_code)}): {_summary(report)}"
+        )
+    return console.export_text(styles=True)
+
+
+def report_dict(report: Report) -> dict:
+    counts = Counter(str(c.status) for c in report.checks)
+    return {
+        "schema": SCHEMA,
+        "kcheck_version": __version__,
+        "mode": report.mode,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hostname": socket.gethostname(),
+        "verdict": str(report.verdict),
+        "exit_code": int(report.exit_code),
+        "kernel": report.kernel,
+        "tools": report.tools,
+        "summary": {status.value: counts.get(status.value, 0) for status in Status},
+        "checks": [
+            {
+                "id": c.id,
+                "title": c.title,
+                "required": c.required,
+                "status": str(c.status),
+                "evidence": str(c.evidence),
+                "detail": c.detail,
+                "fix": None if c.fix is None else {"patchset": c.fix.patchset, "min_version": c.fix.min_version},
+                "remedy": c.remedy,
+            }
+            for c in report.checks
+        ],
+    }
+
+
+def render_json(report: Report, color: bool = False) -> str:
+    return json.dumps(report_dict(report), indent=2) + "\n"
+
+
+def render_junit(report: Report, color: bool = False) -> str:
+    """One testcase per check: required FAIL is a failure, required UNKNOWN an error
+    (the gate is undecided), and anything that does not decide the verdict is skipped."""
+    import xml.etree.ElementTree as ET
+
+    counts = Counter()
+    suite = ET.Element("testsuite", name="kcheck.probe", hostname=socket.gethostname())
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("kernel.release", report.kernel.get("release")),
+        ("mode", report.mode),
+        ("verdict", report.verdict),
+    ):
+        ET.SubElement(properties, "property", name=name, value=str(value))
+    for check in report.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"kcheck.{check.id.split('.')[0]}", name=check.id)
+        message = check.detail + (f" | fix: {check.remedy}" if check.remedy else "")
+        if check.status == Status.FAIL and check.required:
+            ET.SubElement(case, "failure", message=message, type="fail").text = message
+            counts["failures"] += 1
+        elif check.status in (Status.UNKNOWN, Status.SKIP) and check.required:
+            ET.SubElement(case, "error", message=message, type=str(check.status)).text = message
+            counts["errors"] += 1
+        elif check.status != Status.PASS:
+            ET.SubElement(case, "skipped", message=f"{_label(check).lower()} (optional): {message}")
+            counts["skipped"] += 1
+        ET.SubElement(case, "system-out").text = f"evidence={check.evidence}: {check.detail}"
+    for key in ("failures", "errors", "skipped"):
+        suite.set(key, str(counts[key]))
+    suite.set("tests", str(len(report.checks)))
+    root = ET.Element("testsuites", name="kcheck", tests=str(len(report.checks)))
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _prom_label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_prometheus(report: Report, color: bool = False) -> str:
+    release = _prom_label(report.kernel.get("release"))
+    lines = [
+        "# HELP kcheck_check_pass 1 when the kcheck probe check passed, else 0 (see status label).",
+        "# TYPE kcheck_check_pass gauge",
+    ]
+    for check in report.checks:
+        labels = (
+            f'check="{_prom_label(check.id)}",required="{str(check.required).lower()}",'
+            f'status="{check.status}",evidence="{check.evidence}"'
+        )
+        lines.append(f"kcheck_check_pass{{{labels}}} {int(check.status == Status.PASS)}")
+    lines += [
+        "# HELP kcheck_ready 1 when every required check passed (kernel ready for CRIU C/R).",
+        "# TYPE kcheck_ready gauge",
+        f'kcheck_ready{{verdict="{report.verdict}",release="{release}",mode="{report.mode}"}} '
+        f"{int(report.verdict == 'ready')}",
+        "# HELP kcheck_probe_exit_code Exit code of the last kcheck probe (0 ready, 1 not, 2 undecided).",
+        "# TYPE kcheck_probe_exit_code gauge",
+        f"kcheck_probe_exit_code {int(report.exit_code)}",
+        "# HELP kcheck_probe_timestamp_seconds When the last kcheck probe ran.",
+        "# TYPE kcheck_probe_timestamp_seconds gauge",
+        f"kcheck_probe_timestamp_seconds {time.time():.0f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_npd(report: Report, color: bool = False) -> str:
+    """node-problem-detector: one line of at most 80 characters."""
+    failed = [c.id for c in report.checks if c.required and c.status == Status.FAIL]
+    undecided = [c.id for c in report.checks if c.required and c.status not in (Status.PASS, Status.FAIL)]
+    if failed:
+        line = f"CRIU not ready, failed: {', '.join(failed)}"
+    elif undecided:
+        line = f"CRIU readiness undecided: {', '.join(undecided)}"
+    else:
+        line = f"CRIU ready: {_summary(report)}"
+    if len(line) > NPD_MAX:
+        line = line[: NPD_MAX - 3] + "..."
+    return line + "\n"
+
+
+def _gh_escape(text: str, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property_value:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def render_github(report: Report, color: bool = False) -> str:
+    """Workflow commands: ::error for required failures, ::warning for the rest not passing."""
+    lines = []
+    for check in report.checks:
+        if check.status in (Status.PASS, Status.SKIP) and not (check.required and check.status == Status.SKIP):
+            continue
+        command = "error" if check.required and check.status == Status.FAIL else "warning"
+        title = _gh_escape(f"kcheck {check.id} {_label(check)}", property_value=True)
+        message = check.detail + (f" | fix: {check.remedy}" if check.remedy else "")
+        lines.append(f"::{command} title={title}::{_gh_escape(message)}")
+    lines.append(f"::notice title=kcheck verdict::{report.verdict}: {_gh_escape(_summary(report))}")
+    return "\n".join(lines) + "\n"
+
+
+def github_step_summary(report: Report) -> str:
+    """Markdown for $GITHUB_STEP_SUMMARY."""
+    lines = [
+        f"### kcheck probe: {report.verdict}",
+        "",
+        f"Kernel `{report.kernel.get('release')}`, mode {report.mode}: {_summary(report)}.",
+        "",
+        "| status | check | required | evidence | detail |",
+        "|---|---|---|---|---|",
+    ]
+    for c in report.checks:
+        detail = c.detail.replace("|", "\\|") + (f" (fix: {c.remedy})" if c.remedy else "")
+        lines.append(f"| {_label(c)} | `{c.id}` | {'yes' if c.required else 'no'} | {c.evidence} | {detail} |")
+    return "\n".join(lines) + "\n\n"
+
+
+FORMATS: dict[str, Callable[[Report, bool], str]] = {
+    "text": render_text,
+    "json": render_json,
+    "junit": render_junit,
+    "prometheus": render_prometheus,
+    "npd": render_npd,
+    "github": render_github,
+}

@@ -1,0 +1,98 @@
+"""The one result model every job reports in, and the verdict/exit-code rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+SCHEMA = "kcheck.probe/1"
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+    SKIP = "skip"
+
+
+class Evidence(StrEnum):
+    """Where a result came from, strongest first: only `live` observed the running kernel."""
+
+    LIVE = "live"
+    CONFIG = "config"
+    VERSION = "version"
+    TREE = "tree"
+    TOOL = "tool"
+
+
+class Verdict(StrEnum):
+    READY = "ready"
+    NOT_READY = "not-ready"
+    UNDECIDED = "undecided"
+
+
+class ExitCode(IntEnum):
+    READY = 0
+    NOT_READY = 1
+    UNDECIDED = 2
+    BAD_INPUT = 3
+
+
+VERDICT_EXIT = {
+    Verdict.READY: ExitCode.READY,
+    Verdict.NOT_READY: ExitCode.NOT_READY,
+    Verdict.UNDECIDED: ExitCode.UNDECIDED,
+}
+
+
+@dataclass(frozen=True)
+class Fix:
+    """What fixes a failing check: a patchset in the catalog, or a kernel at least this new."""
+
+    patchset: str | None = None
+    min_version: str | None = None
+
+
+@dataclass
+class CheckResult:
+    id: str
+    title: str
+    required: bool
+    status: Status
+    evidence: Evidence
+    detail: str
+    fix: Fix | None = None
+    remedy: str | None = None
+
+
+@dataclass
+class Report:
+    kernel: dict[str, object]
+    checks: list[CheckResult]
+    mode: str = "live"
+    tools: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict:
+        return decide([c for c in self.checks if c.required])
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return VERDICT_EXIT[self.verdict]
+
+    def with_status(self, status: Status, *, required: bool | None = None) -> list[CheckResult]:
+        return [
+            c
+            for c in self.checks
+            if c.status == status and (required is None or c.required == required)
+        ]
+
+
+def decide(required: list[CheckResult]) -> Verdict:
+    """Ready only when every required check passes; a failure outranks an unknown."""
+    statuses = {c.status for c in required}
+    if Status.FAIL in statuses:
+        return Verdict.NOT_READY
+    if statuses - {Status.PASS}:
+        return Verdict.UNDECIDED
+    return Verdict.READY

@@ -1,0 +1,1 @@
+"""The patchset catalog: upstream fixes kcheck knows how to apply, kept as TOML data."""

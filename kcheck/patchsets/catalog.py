@@ -1,0 +1,185 @@
+"""Load and validate the patchset catalog (`patchsets/*.toml`)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kcheck.core.release import KernelVersion, parse_version
+from kcheck.errors import KcheckError
+
+_SHA = re.compile(r"^[0-9a-f]{10,40}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_PATCHSET_KEYS = {"name", "summary", "fixes", "needed_from", "needed_below", "upstream", "commits"}
+_REQUIRED_PATCHSET_KEYS = _PATCHSET_KEYS - {"needed_from"}
+_COMMIT_KEYS = {"sha", "subject", "author", "tag", "note"}
+_REQUIRED_COMMIT_KEYS = _COMMIT_KEYS - {"note"}
+
+
+class CatalogError(KcheckError):
+    """A catalog file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    subject: str
+    author: str
+    tag: str
+    note: str | None = None
+
+    @property
+    def is_full(self) -> bool:
+        return len(self.sha) == 40
+
+
+@dataclass(frozen=True)
+class Patchset:
+    name: str
+    summary: str
+    fixes: tuple[str, ...]
+    needed_from: KernelVersion | None
+    needed_below: KernelVersion
+    upstream: str
+    commits: tuple[Commit, ...]
+    path: Path
+
+    def needed_for(self, version: KernelVersion) -> bool:
+        """Whether a kernel of this version lacks the fix by its version alone."""
+        if self.needed_from is not None and version < self.needed_from:
+            return False
+        return version < self.needed_below
+
+    @property
+    def range_text(self) -> str:
+        low = f">= {self.needed_from}, " if self.needed_from else ""
+        return f"{low}< {self.needed_below}"
+
+
+def default_catalog_dir() -> Path:
+    """The shipped catalog: kcheck/catalog when installed, ../patchsets in a source tree."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "catalog"
+    return installed if installed.is_dir() else package.parent / "patchsets"
+
+
+def load_catalog(
+    directory: Path | None = None, known_checks: Iterable[str] | None = None
+) -> dict[str, Patchset]:
+    """All patchsets in `directory`, validated; CatalogError on the first problem.
+
+    `known_checks` are the probe's check ids; a patchset claiming to fix any other id
+    is rejected so the catalog and the probe cannot drift apart.
+    """
+    directory = directory or default_catalog_dir()
+    if not directory.is_dir():
+        raise CatalogError(f"{directory}: catalog directory not found; pass --catalog DIR")
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise CatalogError(f"{directory}: no *.toml patchsets in the catalog directory")
+    known = set(known_checks) if known_checks is not None else None
+    catalog: dict[str, Patchset] = {}
+    seen_shas: dict[str, str] = {}
+    for path in files:
+        patchset = _load_patchset(path, known)
+        for index, commit in enumerate(patchset.commits):
+            for other, where in seen_shas.items():
+                if other.startswith(commit.sha) or commit.sha.startswith(other):
+                    raise CatalogError(
+                        f"{path}: commits[{index}].sha: duplicate commit {commit.sha}, "
+                        f"already listed in {where}"
+                    )
+            seen_shas[commit.sha] = f"{path.name} commits[{index}]"
+        catalog[patchset.name] = patchset
+    return catalog
+
+
+def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{path}: malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{path}: cannot read: {exc}") from None
+
+    def fail(key: str, problem: str) -> CatalogError:
+        return CatalogError(f"{path}: {key}: {problem}")
+
+    _check_keys(data, _PATCHSET_KEYS, _REQUIRED_PATCHSET_KEYS, "", fail)
+    name = _string(data, "name", fail)
+    if not _NAME.match(name) or name != path.stem:
+        raise fail("name", f"{name!r} must be lowercase-dashed and match the file name {path.stem!r}")
+    fixes = data["fixes"]
+    if not isinstance(fixes, list) or not fixes or not all(isinstance(f, str) for f in fixes):
+        raise fail("fixes", "must be a non-empty list of probe check ids")
+    if known_checks is not None:
+        for check_id in fixes:
+            if check_id not in known_checks:
+                raise fail("fixes", f"unknown check id {check_id!r}; known: {', '.join(sorted(known_checks))}")
+    needed_below = _version(data, "needed_below", fail)
+    needed_from = _version(data, "needed_from", fail) if "needed_from" in data else None
+    if needed_from is not None and needed_from >= needed_below:
+        raise fail("needed_from", f"{needed_from} is not below needed_below {needed_below}: empty range")
+    upstream = _string(data, "upstream", fail)
+    commits_data = data["commits"]
+    if not isinstance(commits_data, list) or not commits_data:
+        raise fail("commits", "must be a non-empty array of [[commits]] tables")
+    commits = []
+    for index, entry in enumerate(commits_data):
+        where = f"commits[{index}]"
+        if not isinstance(entry, dict):
+            raise fail(where, "must be a table")
+        _check_keys(entry, _COMMIT_KEYS, _REQUIRED_COMMIT_KEYS, f"{where}.", fail)
+        sha = _string(entry, "sha", fail, where).lower()
+        if not _SHA.match(sha):
+            raise fail(f"{where}.sha", f"{sha!r} is not 10 to 40 hex digits")
+        if any(c.sha.startswith(sha) or sha.startswith(c.sha) for c in commits):
+            raise fail(f"{where}.sha", f"duplicate commit {sha} in this patchset")
+        note = _string(entry, "note", fail, where) if "note" in entry else None
+        commits.append(
+            Commit(
+                sha=sha,
+                subject=_string(entry, "subject", fail, where),
+                author=_string(entry, "author", fail, where),
+                tag=_string(entry, "tag", fail, where),
+                note=note,
+            )
+        )
+    return Patchset(
+        name=name,
+        summary=_string(data, "summary", fail),
+        fixes=tuple(fixes),
+        needed_from=needed_from,
+        needed_below=needed_below,
+        upstream=upstream,
+        commits=tuple(commits),
+        path=path,
+    )
+
+
+def _check_keys(table: dict, allowed: set[str], required: set[str], prefix: str, fail) -> None:
+    for key in sorted(required - table.keys()):
+        raise fail(f"{prefix}{key}", "missing required field")
+    for key in sorted(table.keys() - allowed):
+        raise fail(f"{prefix}{key}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def _string(table: dict, key: str, fail, where: str = "") -> str:
+    value = table[key]
+    full_key = f"{where}.{key}" if where else key
+    if not isinstance(value, str) or not value.strip():
+        raise fail(full_key, "must be a non-empty string")
+    return value
+
+
+def _version(table: dict, key: str, fail) -> KernelVersion:
+    value = table[key]
+    if not isinstance(value, str):
+        raise fail(key, "must be a version string such as \"4.2\"")
+    try:
+        return parse_version(value)
+    except ValueError as exc:
+        raise fail(key, str(exc)) from None

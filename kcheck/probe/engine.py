@@ -1,0 +1,112 @@
+"""Run the selected checks and assemble a Report; knows no check by name."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from kcheck.core.release import parse_release, parse_version
+from kcheck.core.result import CheckResult, Evidence, Fix, Report, Status
+from kcheck.errors import KcheckError
+from kcheck.patchsets.catalog import Patchset
+from kcheck.probe.checks import CHECK_IDS, CHECKS, CheckSpec
+from kcheck.probe.observe import ProbeContext, Unavailable
+from kcheck.probe.verdicts import Outcome, criu_version
+
+
+def _match(patterns: Iterable[str], option: str) -> set[str]:
+    """Check ids matched by exact ids or globs (e.g. 'config.*'); unknown ones are bad input."""
+    matched: set[str] = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(CHECK_IDS, pattern)
+        if not hits:
+            raise KcheckError(
+                f"{option} {pattern}: unknown check id; valid ids: {', '.join(CHECK_IDS)}"
+            )
+        matched.update(hits)
+    return matched
+
+
+def select_checks(
+    check: Sequence[str] = (), require: Sequence[str] = (), ignore: Sequence[str] = ()
+) -> list[CheckSpec]:
+    """The checks to run, with --require/--ignore applied to their required flag."""
+    chosen = _match(check, "--check") if check else set(CHECK_IDS)
+    required, ignored = _match(require, "--require"), _match(ignore, "--ignore")
+    if both := required & ignored:
+        raise KcheckError(f"{', '.join(sorted(both))}: both --require and --ignore; pick one")
+    return [
+        replace(spec, required=(spec.required or spec.id in required) and spec.id not in ignored)
+        for spec in CHECKS
+        if spec.id in chosen
+    ]
+
+
+def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext, catalog: dict[str, Patchset]) -> Report:
+    results = [_run_one(spec, ctx, catalog) for spec in specs]
+    release = parse_release(ctx.release)
+    kernel: dict[str, object] = {
+        "release": ctx.release,
+        "version": str(release.version) if release else None,
+        "machine": os.uname().machine,
+        "fixed_by_version": {
+            name: (not p.needed_for(release.version)) if release else None
+            for name, p in catalog.items()
+        },
+    }
+    criu = ctx.cached("criu")
+    tools = {"criu": criu_version(criu.get("version_output", "")) if isinstance(criu, dict) else None}
+    return Report(kernel=kernel, checks=results, tools=tools)
+
+
+def _run_one(spec: CheckSpec, ctx: ProbeContext, catalog: dict[str, Patchset]) -> CheckResult:
+    try:
+        outcome = spec.verdict(ctx.observe(spec.source))
+    except Unavailable as exc:
+        outcome = Outcome(Status.UNKNOWN, str(exc), unobservable=True)
+    evidence = spec.evidence
+    min_version = _fix_version(spec, catalog)
+    if outcome.unobservable and min_version:
+        release = parse_release(ctx.release)
+        if release and release.version >= parse_version(min_version):
+            outcome = Outcome(
+                Status.PASS,
+                f"not observed live ({outcome.detail}); kernel {release.version} >= {min_version} "
+                "has the fix by version",
+            )
+            evidence = Evidence.VERSION
+    fix = Fix(spec.patchset, min_version) if (spec.patchset or min_version) else None
+    return CheckResult(
+        id=spec.id,
+        title=spec.title,
+        required=spec.required,
+        status=outcome.status,
+        evidence=evidence,
+        detail=outcome.detail,
+        fix=fix,
+        remedy=_remedy(spec, outcome.status, min_version),
+    )
+
+
+def _fix_version(spec: CheckSpec, catalog: dict[str, Patchset]) -> str | None:
+    if spec.patchset and spec.patchset in catalog:
+        return str(catalog[spec.patchset].needed_below).removesuffix(".0")
+    return spec.min_version
+
+
+def _remedy(spec: CheckSpec, status: Status, min_version: str | None) -> str | None:
+    if status not in (Status.FAIL, Status.UNKNOWN):
+        return None
+    parts = []
+    if spec.patchset:
+        parts.append(f"apply patchset {spec.patchset} (kcheck build-kernel --patchset {spec.patchset})")
+    if min_version:
+        parts.append(f"run a kernel >= {min_version}")
+    if spec.remedy:
+        parts.append(spec.remedy)
+    text = " or ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
+    if not spec.required and spec.affects:
+        text = f"optional, affects {spec.affects}" + (f"; {text}" if text else "")
+    return text or None

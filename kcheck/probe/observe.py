@@ -1,0 +1,389 @@
+"""Collectors: the only probe code that makes syscalls or runs tools.
+
+Each returns raw observations (mostly /proc text) for the pure verdicts in
+`kcheck.probe.verdicts`, or raises `Unavailable` when this process cannot observe.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kcheck.errors import KcheckError
+from kcheck.probe import syscalls
+
+PAGE = 4096
+# Where the overlay child mounts its private tmpfs: hidden from the host by the
+# child's own mount namespace, so nothing is ever created in the host's /tmp.
+SCRATCH_CANDIDATES = ("/tmp", "/run", "/mnt", "/var/tmp")
+PRIVILEGE_ERRNOS = {errno.EPERM, errno.EACCES}
+
+
+class Unavailable(Exception):
+    """This process cannot observe the kernel here (privilege, environment); not a verdict."""
+
+
+@dataclass
+class ProbeContext:
+    """Inputs shared by the collectors, and a cache so each collector runs once."""
+
+    release: str
+    config_path: Path | None = None
+    timeout: float = 10.0
+    ranges: tuple[tuple[str, str | None, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def observe(self, source: str) -> Any:
+        if source not in self._cache:
+            try:
+                self._cache[source] = SOURCES[source](self)
+            except Unavailable as exc:
+                self._cache[source] = exc
+        value = self._cache[source]
+        if isinstance(value, Unavailable):
+            raise value
+        return value
+
+    def cached(self, source: str) -> Any:
+        """What a collector returned, if it already ran and could observe; else None."""
+        value = self._cache.get(source)
+        return None if isinstance(value, Unavailable) else value
+
+
+def observe_release(ctx: ProbeContext) -> dict[str, Any]:
+    return {"release": ctx.release, "ranges": [list(r) for r in ctx.ranges]}
+
+
+def observe_fdinfo(ctx: ProbeContext) -> str:
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return Path(f"/proc/self/fdinfo/{fd}").read_text()
+    finally:
+        os.close(fd)
+
+
+# --- kernel config -----------------------------------------------------------------
+
+
+def config_candidates(release: str, root: Path = Path("/")) -> list[Path]:
+    """Where distros keep the running kernel's config, in CRIU/lxc-checkconfig order."""
+    return [
+        root / "proc/config.gz",
+        root / f"boot/config-{release}",
+        root / f"lib/modules/{release}/config",
+        root / f"usr/lib/modules/{release}/config",
+    ]
+
+
+def read_config_file(path: Path) -> str:
+    """A config file's text, gunzipped when needed; KcheckError naming the file otherwise."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KcheckError(f"config file {path} not found; pass an existing file to --config") from None
+    except OSError as exc:
+        raise KcheckError(f"config file {path} is unreadable ({exc.strerror}); check its permissions") from None
+    if data[:2] == b"\x1f\x8b":
+        import gzip
+        import zlib
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise KcheckError(f"config file {path} is a corrupt gzip ({exc}); pass an intact config") from None
+    text = data.decode("utf-8", errors="replace")
+    from kcheck.core.procparse import parse_kconfig
+
+    if not parse_kconfig(text):
+        raise KcheckError(f"config file {path} is not a kernel config (no CONFIG_ lines); pass a .config")
+    return text
+
+
+def observe_config(ctx: ProbeContext) -> dict[str, str]:
+    if ctx.config_path is not None:
+        return {"path": str(ctx.config_path), "text": read_config_file(ctx.config_path)}
+    candidates = config_candidates(ctx.release)
+    problems = []
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            return {"path": str(path), "text": read_config_file(path)}
+        except KcheckError as exc:
+            problems.append(str(exc))
+    where = ", ".join(str(p) for p in candidates)
+    raise Unavailable(
+        "; ".join(problems) or f"no kernel config found in {where}; pass --config FILE"
+    )
+
+
+# --- criu ----------------------------------------------------------------------------
+
+
+def observe_criu(ctx: ProbeContext) -> dict[str, Any]:
+    criu = shutil.which("criu")
+    if criu is None:
+        return {"installed": False}
+    version = _run_tool([criu, "--version"], ctx.timeout)
+    if os.geteuid() != 0:
+        raise Unavailable("criu check needs root")
+    check = _run_tool([criu, "check"], ctx.timeout * 3)
+    return {
+        "installed": True,
+        "path": criu,
+        "version_output": version["output"],
+        "returncode": check["returncode"],
+        "output": check["output"],
+    }
+
+
+def _run_tool(argv: list[str], timeout: float) -> dict[str, Any]:
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"{' '.join(argv)} timed out after {timeout:.0f}s") from None
+    except OSError as exc:
+        raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
+    return {"returncode": done.returncode, "output": done.stderr + done.stdout}
+
+
+# --- AIO -----------------------------------------------------------------------------
+
+
+def observe_aio(ctx: ProbeContext) -> dict[str, Any]:
+    """Create an AIO ring in this very process, move it, and test it (CRIU's aio_remap).
+
+    The ring is never inherited across fork: moving an inherited ring oopses kernels
+    without "aio: fix mremap after fork null-deref".
+    """
+    from kcheck.core.procparse import mapping_at, parse_maps
+
+    obs: dict[str, Any] = {}
+    try:
+        context = syscalls.io_setup(16)
+    except OSError as exc:
+        obs["io_setup_errno"] = syscalls.errno_name(exc.errno)
+        obs["aio_max_nr"] = _read_or_none("/proc/sys/fs/aio-max-nr")
+        return obs
+    live_context = context
+    try:
+        maps = Path("/proc/self/maps").read_text()
+        obs.update(context=context, maps=maps)
+        ring = mapping_at(parse_maps(maps), context)
+        if ring is None:
+            return obs
+        target = syscalls.mmap(ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS)
+        try:
+            live_context = syscalls.mremap_fixed(context, ring.length, target)
+        except OSError as exc:
+            syscalls.munmap(target, ring.length)
+            obs["remap_errno"] = syscalls.errno_name(exc.errno)
+            return obs
+        obs["moved_to"] = live_context
+        result, code = syscalls.io_getevents_probe(live_context)
+        obs["getevents_moved"] = [result, syscalls.errno_name(code)]
+        result, code = syscalls.io_getevents_probe(context)
+        obs["getevents_old"] = [result, syscalls.errno_name(code)]
+        obs["reopen_errno"] = _reopen_errno(live_context, live_context + ring.length)
+    finally:
+        _destroy_ring(live_context, context)
+    return obs
+
+
+def _reopen_errno(start: int, end: int) -> str | None:
+    """errno name of opening the ring via map_files O_RDWR; None when it (wrongly) opened."""
+    try:
+        fd = os.open(f"/proc/self/map_files/{start:x}-{end:x}", os.O_RDWR)
+    except OSError as exc:
+        return syscalls.errno_name(exc.errno)
+    os.close(fd)
+    return None
+
+
+def _destroy_ring(live_context: int, original: int) -> None:
+    """io_destroy the ring wherever the kernel thinks it is now."""
+    for candidate in dict.fromkeys((live_context, original)):
+        try:
+            syscalls.io_destroy(candidate)
+            return
+        except OSError:
+            continue
+
+
+def _read_or_none(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+# --- overlayfs ------------------------------------------------------------------------
+
+
+def observe_overlay(ctx: ProbeContext) -> dict[str, Any]:
+    """Mount an overlay in a forked child with its own mount namespace, and report.
+
+    The child dies with its namespace, so every mount it made vanishes on any exit
+    path: success, error, timeout (SIGKILL from here) or this process being killed
+    (PR_SET_PDEATHSIG).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        code = 0
+        try:
+            syscalls.set_parent_death_signal(signal.SIGKILL)
+            payload = json.dumps(_overlay_child())
+        except BaseException as exc:  # the child must never return into the caller
+            payload = json.dumps({"crash": repr(exc)})
+            code = 1
+        try:
+            os.write(write_end, payload.encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        data = _read_all(read_end, pid, ctx.timeout)
+    finally:
+        os.close(read_end)
+        _reap(pid)
+    result = json.loads(data or b"{}")
+    if "unavailable" in result:
+        raise Unavailable(result["unavailable"])
+    if "crash" in result or not result:
+        raise Unavailable(f"overlay probe child failed: {result.get('crash', 'no output')}")
+    return result
+
+
+def _read_all(fd: int, pid: int, timeout: float) -> bytes:
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            os.kill(pid, signal.SIGKILL)
+            raise Unavailable(f"overlay probe timed out after {timeout:g}s")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _overlay_child() -> dict[str, Any]:
+    try:
+        userns = _enter_private_mount_namespace()
+    except OSError as exc:
+        return {"unavailable": str(exc)}
+    scratch = next((p for p in SCRATCH_CANDIDATES if os.path.isdir(p)), None)
+    if scratch is None:
+        return {"unavailable": f"no directory to mount a scratch tmpfs on ({', '.join(SCRATCH_CANDIDATES)})"}
+    stage = "mount tmpfs"
+    try:
+        syscalls.mount("kcheck", scratch, "tmpfs", 0, "size=4m,mode=0700")
+        stage = "prepare layers"
+        base = os.path.join(scratch, "kcheck")
+        lower, upper, work, merged = (os.path.join(base, d) for d in ("lower", "upper", "work", "merged"))
+        for directory in (lower, upper, work, merged):
+            os.makedirs(directory)
+        for name in ("lower-only", "copied-up"):
+            Path(lower, name).write_bytes(b"k" * PAGE)
+        stage = "mount overlay"
+        syscalls.mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+        stage = "open files"
+        files = []
+        for name, flags in (("lower-only", os.O_RDONLY), ("copied-up", os.O_RDWR)):
+            path = os.path.join(merged, name)
+            fd = os.open(path, flags)
+            status = os.fstat(fd)
+            stage = f"mmap {name}"
+            address = syscalls.mmap(PAGE, syscalls.PROT_READ, syscalls.MAP_SHARED, fd)
+            files.append(
+                {
+                    "name": name,
+                    "path": path,
+                    "fdinfo": Path(f"/proc/self/fdinfo/{fd}").read_text(),
+                    "link": os.readlink(f"/proc/self/fd/{fd}"),
+                    "map_address": address,
+                    "fstat": [os.major(status.st_dev), os.minor(status.st_dev), status.st_ino],
+                }
+            )
+        stage = "read /proc"
+        return {
+            "mount_point": merged,
+            "layers": {"lower": lower, "upper": upper},
+            "userns": userns,
+            "files": files,
+            "mountinfo": Path("/proc/self/mountinfo").read_text(),
+            "maps": Path("/proc/self/maps").read_text(),
+        }
+    except OSError as exc:
+        if exc.errno in PRIVILEGE_ERRNOS and stage.startswith("mount"):
+            return {"unavailable": f"{stage} refused ({syscalls.errno_name(exc.errno)}): needs CAP_SYS_ADMIN"}
+        return {"error": {"stage": stage, "errno": syscalls.errno_name(exc.errno), "message": str(exc)}}
+
+
+def _enter_private_mount_namespace() -> bool:
+    """unshare a mount namespace, through a user namespace when not privileged.
+
+    Returns whether a user namespace was needed; OSError says why neither worked.
+    """
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWNS)
+        userns = False
+    except OSError as first:
+        if first.errno not in PRIVILEGE_ERRNOS:
+            raise
+        uid, gid = os.geteuid(), os.getegid()
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                "mount namespace needs CAP_SYS_ADMIN and an unprivileged user namespace "
+                f"was refused ({syscalls.errno_name(exc.errno)})",
+            ) from None
+        userns = True
+    syscalls.mount("none", "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE, None)
+    return userns
+
+
+SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
+    "release": observe_release,
+    "fdinfo": observe_fdinfo,
+    "config": observe_config,
+    "criu": observe_criu,
+    "aio": observe_aio,
+    "overlay": observe_overlay,
+}

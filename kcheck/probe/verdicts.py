@@ -1,0 +1,234 @@
+"""Pure verdicts: observations (mostly captured /proc text) in, status and detail out.
+
+Nothing here touches the system, so every branch is tested with text captured from
+broken kernels. A verdict that could not observe says so with `unobservable=True`;
+the engine may then decide from the kernel version instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kcheck.core.procparse import (
+    fdinfo_mnt_id,
+    mapping_at,
+    mount_at,
+    mount_by_id,
+    parse_kconfig,
+    parse_maps,
+    parse_mountinfo,
+)
+from kcheck.core.release import parse_release, parse_version
+from kcheck.core.result import Status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    detail: str
+    unobservable: bool = False
+
+
+def _overlay_error(obs: dict[str, Any]) -> Outcome | None:
+    """A failed overlay setup: no overlayfs at all is a FAIL, anything else UNKNOWN."""
+    error = obs.get("error")
+    if not isinstance(error, dict):
+        return None
+    if error.get("stage") == "mount overlay" and error.get("errno") == "ENODEV":
+        return Outcome(Status.FAIL, "kernel has no overlayfs (mount: ENODEV); enable CONFIG_OVERLAY_FS")
+    return Outcome(Status.UNKNOWN, f"overlay probe failed at {error.get('stage')}: {error.get('message')}")
+
+
+def _overlay_files(obs: dict[str, Any]) -> list[dict[str, Any]]:
+    files = obs.get("files")
+    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+
+
+def _where(mounts, mount_id: int) -> str:
+    mount = mount_by_id(mounts, mount_id)
+    return f"{mount.fstype} {mount.mount_point}" if mount else "not in mountinfo"
+
+
+def overlay_mnt_id(obs: dict[str, Any]) -> Outcome:
+    if failed := _overlay_error(obs):
+        return failed
+    mount_point = str(obs.get("mount_point", ""))
+    mounts = parse_mountinfo(str(obs.get("mountinfo", "")))
+    overlay = mount_at(mounts, mount_point)
+    if overlay is None or overlay.fstype != "overlay":
+        return Outcome(Status.UNKNOWN, f"no overlay mount at {mount_point} in mountinfo")
+    files = _overlay_files(obs)
+    if not files:
+        return Outcome(Status.UNKNOWN, "overlay probe reported no files")
+    problems = []
+    for entry in files:
+        mnt_id = fdinfo_mnt_id(str(entry.get("fdinfo", "")))
+        if mnt_id is None:
+            problems.append(f"{entry.get('name')}: fdinfo has no mnt_id line")
+        elif mnt_id != overlay.mount_id:
+            problems.append(
+                f"{entry.get('name')}: fdinfo mnt_id {mnt_id} ({_where(mounts, mnt_id)}) "
+                f"but overlay is mount {overlay.mount_id} ({mount_point})"
+            )
+    if problems:
+        return Outcome(Status.FAIL, "; ".join(problems))
+    names = " and ".join(str(f.get("name")) for f in files)
+    return Outcome(Status.PASS, f"fdinfo mnt_id {overlay.mount_id} is the overlay mount for {names}")
+
+
+def overlay_fd_path(obs: dict[str, Any]) -> Outcome:
+    if failed := _overlay_error(obs):
+        return failed
+    files = _overlay_files(obs)
+    if not files:
+        return Outcome(Status.UNKNOWN, "overlay probe reported no files")
+    problems = [
+        f"{f.get('name')}: /proc/self/fd link is {f.get('link')} but the file is {f.get('path')}"
+        for f in files
+        if f.get("link") != f.get("path")
+    ]
+    if problems:
+        return Outcome(Status.FAIL, "; ".join(problems))
+    return Outcome(Status.PASS, f"fd links name the overlay path ({files[0].get('path')}, ...)")
+
+
+def overlay_maps(obs: dict[str, Any]) -> Outcome:
+    if failed := _overlay_error(obs):
+        return failed
+    mappings = parse_maps(str(obs.get("maps", "")))
+    files = _overlay_files(obs)
+    if not files:
+        return Outcome(Status.UNKNOWN, "overlay probe reported no files")
+    problems = []
+    for entry in files:
+        address = entry.get("map_address")
+        fstat = entry.get("fstat")
+        mapping = mapping_at(mappings, address) if isinstance(address, int) else None
+        if mapping is None or not (isinstance(fstat, list) and len(fstat) == 3):
+            return Outcome(Status.UNKNOWN, f"{entry.get('name')}: mapping not found in /proc/self/maps")
+        seen = (mapping.major, mapping.minor, mapping.inode)
+        if seen != tuple(fstat):
+            problems.append(
+                f"{entry.get('name')}: maps shows {seen[0]}:{seen[1]} ino {seen[2]} "
+                f"but fstat shows {fstat[0]}:{fstat[1]} ino {fstat[2]}"
+            )
+    if problems:
+        return Outcome(
+            Status.FAIL,
+            "; ".join(problems)
+            + " (CRIU cannot dump mmapped overlay files: \"Can't lookup mount=NNN for fd=-3\")",
+        )
+    return Outcome(Status.PASS, "maps dev:ino of mmapped overlay files equals fstat")
+
+
+def aio_ring_remap(obs: dict[str, Any]) -> Outcome:
+    if setup_error := obs.get("io_setup_errno"):
+        hint = {
+            "ENOSYS": "the kernel has no AIO (CONFIG_AIO off)",
+            "EAGAIN": f"AIO context limit reached (fs.aio-max-nr={obs.get('aio_max_nr')})",
+        }.get(setup_error, "")
+        return Outcome(Status.FAIL, f"io_setup(16) failed with {setup_error}" + (f": {hint}" if hint else ""))
+    context = obs.get("context")
+    mappings = parse_maps(str(obs.get("maps", "")))
+    ring = mapping_at(mappings, context) if isinstance(context, int) else None
+    if ring is None or "[aio]" not in ring.path:
+        return Outcome(Status.UNKNOWN, "no /[aio] mapping at the AIO context address in /proc/self/maps")
+    if remap_errno := obs.get("remap_errno"):
+        return Outcome(Status.FAIL, f"mremap of the {ring.length}-byte AIO ring failed with {remap_errno}")
+    moved = obs.get("getevents_moved")
+    if not (isinstance(moved, list) and len(moved) == 2 and isinstance(moved[0], int)):
+        return Outcome(Status.UNKNOWN, "io_getevents on the moved ring was not run")
+    old = obs.get("getevents_old") or [None, None]
+    if moved[0] < 0:
+        return Outcome(
+            Status.FAIL,
+            f"io_getevents on the moved AIO ring returned {moved[0]} ({moved[1]}): "
+            "the kernel did not follow the remap, so CRIU cannot restore AIO",
+        )
+    return Outcome(
+        Status.PASS,
+        f"io_getevents on the moved ring returned {moved[0]}; old address gives {old[1] or old[0]}",
+    )
+
+
+def aio_reopen_enxio(obs: dict[str, Any]) -> Outcome:
+    if obs.get("io_setup_errno"):
+        return Outcome(Status.UNKNOWN, f"no AIO ring to reopen: io_setup failed with {obs['io_setup_errno']}")
+    if "reopen_errno" not in obs:
+        return Outcome(Status.UNKNOWN, "the AIO ring could not be set up for the reopen test")
+    code = obs["reopen_errno"]
+    if code == "ENXIO":
+        return Outcome(Status.PASS, "reopening the AIO ring via /proc/self/map_files fails with ENXIO")
+    if code is None:
+        return Outcome(
+            Status.FAIL, "reopening the AIO ring via /proc/self/map_files succeeded; expected ENXIO"
+        )
+    if code in ("EPERM", "EACCES"):
+        return Outcome(
+            Status.UNKNOWN, f"opening /proc/self/map_files needs CAP_SYS_ADMIN ({code})", unobservable=True
+        )
+    return Outcome(Status.UNKNOWN, f"reopening the AIO ring failed with {code}, expected ENXIO")
+
+
+def fdinfo_mnt_id_field(text: str) -> Outcome:
+    mnt_id = fdinfo_mnt_id(text)
+    if mnt_id is None:
+        return Outcome(Status.FAIL, "fdinfo has no mnt_id line (kernel older than 3.15?)")
+    return Outcome(Status.PASS, f"fdinfo has mnt_id ({mnt_id} for /)")
+
+
+def config_option(option: str, obs: dict[str, str]) -> Outcome:
+    value = parse_kconfig(obs.get("text", "")).get(option)
+    source = obs.get("path", "config")
+    if value in ("y", "m"):
+        return Outcome(Status.PASS, f"{option}={value} in {source}")
+    if value is None:
+        return Outcome(Status.FAIL, f"{option} is absent from {source}")
+    return Outcome(Status.FAIL, f"{option} is not set in {source}")
+
+
+_CRIU_VERSION = re.compile(r"Version:\s*(\d+(?:\.\d+)+)")
+
+
+def criu_version(text: str) -> str | None:
+    match = _CRIU_VERSION.search(text)
+    return match.group(1) if match else None
+
+
+def criu_first_error(output: str) -> str:
+    """criu's own first error line, verbatim: the line an admin will search for."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["(no output)"])[0]
+
+
+def criu_check(obs: dict[str, Any]) -> Outcome:
+    if not obs.get("installed"):
+        return Outcome(Status.SKIP, "criu is not installed")
+    version = criu_version(str(obs.get("version_output", ""))) or "unknown version"
+    output = str(obs.get("output", ""))
+    if obs.get("returncode") == 0:
+        return Outcome(Status.PASS, f"criu {version}: criu check passed ({criu_first_error(output)})")
+    return Outcome(
+        Status.FAIL,
+        f"criu {version}: criu check exit {obs.get('returncode')}: {criu_first_error(output)}",
+    )
+
+
+def kernel_release(obs: dict[str, Any]) -> Outcome:
+    release = parse_release(str(obs.get("release", "")))
+    if release is None:
+        return Outcome(Status.UNKNOWN, f"cannot parse kernel release {obs.get('release')!r}")
+    implied = []
+    for name, needed_from, needed_below in obs.get("ranges", []):
+        below = parse_version(needed_below)
+        if release.version >= below:
+            implied.append(f"{name} fixed (>= {below})")
+        elif needed_from and release.version < parse_version(needed_from):
+            implied.append(f"{name} not applicable (< {needed_from})")
+        else:
+            implied.append(f"{name} needed unless backported (< {below})")
+    summary = "; ".join(implied) or "no patchsets to compare"
+    return Outcome(Status.PASS, f"{release.raw} is version {release.version}: {summary}")
