@@ -1,0 +1,1 @@
+"""kcheck cr: checkpoint/restore commands behind a pre-flight probe."""
