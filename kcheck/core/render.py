@@ -204,7 +204,7 @@ def render_github(report: Report, color: bool = False) -> str:
     """Workflow commands: ::error for required failures, ::warning for the rest not passing."""
     lines = []
     for check in report.checks:
-        if check.status in (Status.PASS, Status.SKIP) and not (check.required and check.status == Status.SKIP):
+        if check.status == Status.PASS or (check.status == Status.SKIP and not check.required):
             continue
         command = "error" if check.required and check.status == Status.FAIL else "warning"
         title = _gh_escape(f"kcheck {check.id} {_label(check)}", property_value=True)

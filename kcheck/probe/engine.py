@@ -100,13 +100,12 @@ def _remedy(spec: CheckSpec, status: Status, min_version: str | None) -> str | N
     if status not in (Status.FAIL, Status.UNKNOWN):
         return None
     parts = []
+    if not spec.required and spec.affects:
+        parts.append(f"optional, affects {spec.affects}")
     if spec.patchset:
         parts.append(f"apply patchset {spec.patchset} (kcheck build-kernel --patchset {spec.patchset})")
     if min_version:
-        parts.append(f"run a kernel >= {min_version}")
+        parts.append(f"or run a kernel >= {min_version}" if spec.patchset else f"run a kernel >= {min_version}")
     if spec.remedy:
         parts.append(spec.remedy)
-    text = " or ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
-    if not spec.required and spec.affects:
-        text = f"optional, affects {spec.affects}" + (f"; {text}" if text else "")
-    return text or None
+    return "; ".join(parts) or None

@@ -14,8 +14,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class ProbeContext:
     config_path: Path | None = None
     timeout: float = 10.0
     ranges: tuple[tuple[str, str | None, str], ...] = ()
+    # Collectors by source name; tests swap in captured observations here.
+    sources: Mapping[str, Callable[[ProbeContext], Any]] = field(default_factory=lambda: SOURCES)
 
     def __post_init__(self) -> None:
         self._cache: dict[str, Any] = {}
@@ -48,7 +50,7 @@ class ProbeContext:
     def observe(self, source: str) -> Any:
         if source not in self._cache:
             try:
-                self._cache[source] = SOURCES[source](self)
+                self._cache[source] = self.sources[source](self)
             except Unavailable as exc:
                 self._cache[source] = exc
         value = self._cache[source]

@@ -1,0 +1,38 @@
+"""Shared fixtures: captured observations and a way to run the installed kcheck."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_capture(name: str) -> dict:
+    """A captured observation from tests/data (the 'captured' key is a note, not data)."""
+    data = json.loads((DATA / name).read_text())
+    data.pop("captured", None)
+    return data
+
+
+def kcheck_argv() -> list[str]:
+    """The installed console script when present, so tests exercise the real entry point."""
+    script = shutil.which("kcheck")
+    return [script] if script else [sys.executable, "-m", "kcheck"]
+
+
+def run_kcheck(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    full_env.pop("GITHUB_STEP_SUMMARY", None) if "GITHUB_STEP_SUMMARY" not in (env or {}) else None
+    return subprocess.run(
+        [*kcheck_argv(), *args], capture_output=True, text=True, env=full_env, timeout=120, **kwargs
+    )
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="live probes need root (CI runs as root)")

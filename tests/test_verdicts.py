@@ -1,0 +1,162 @@
+"""Verdicts on captured /proc text: FAIL on broken kernels, PASS on this fixed one."""
+
+import copy
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import load_capture
+from kcheck.core.result import Status
+from kcheck.probe import verdicts
+
+FIXED = load_capture("overlay-fixed-6.18.json")
+BROKEN = load_capture("overlay-broken-pre4.2.json")
+DEBIAN_61 = load_capture("overlay-debian-6.1-maps.json")
+AIO_FIXED = load_capture("aio-fixed-6.18.json")
+AIO_BROKEN = load_capture("aio-broken-pre3.19.json")
+
+
+@pytest.mark.parametrize("verdict", [verdicts.overlay_mnt_id, verdicts.overlay_fd_path, verdicts.overlay_maps])
+def test_overlay_fixed_kernel_passes(verdict):
+    assert verdict(FIXED).status == Status.PASS
+
+
+def test_mnt_id_of_lower_mount_fails_with_actionable_detail():
+    outcome = verdicts.overlay_mnt_id(BROKEN)
+    assert outcome.status == Status.FAIL
+    assert "fdinfo mnt_id 63 (tmpfs /tmp) but overlay is mount 66 (/tmp/kcheck/merged)" in outcome.detail
+
+
+def test_link_under_upperdir_fails():
+    outcome = verdicts.overlay_fd_path(BROKEN)
+    assert outcome.status == Status.FAIL
+    assert "link is /tmp/kcheck/upper/copied-up but the file is /tmp/kcheck/merged/copied-up" in outcome.detail
+
+
+def test_maps_mismatch_fails_as_on_debian_61():
+    assert verdicts.overlay_mnt_id(DEBIAN_61).status == Status.PASS
+    assert verdicts.overlay_fd_path(DEBIAN_61).status == Status.PASS
+    outcome = verdicts.overlay_maps(DEBIAN_61)
+    assert outcome.status == Status.FAIL
+    assert "maps shows 0:55" in outcome.detail and "fstat shows 0:56" in outcome.detail
+
+
+def test_missing_mnt_id_line_fails():
+    obs = copy.deepcopy(FIXED)
+    obs["files"][0]["fdinfo"] = "pos:\t0\nflags:\t0\n"
+    assert verdicts.overlay_mnt_id(obs).status == Status.FAIL
+
+
+def test_no_overlayfs_fails_other_setup_errors_unknown():
+    no_overlay = {"error": {"stage": "mount overlay", "errno": "ENODEV", "message": "No such device"}}
+    assert verdicts.overlay_mnt_id(no_overlay).status == Status.FAIL
+    other = {"error": {"stage": "mount tmpfs", "errno": "ENOMEM", "message": "x"}}
+    assert verdicts.overlay_fd_path(other).status == Status.UNKNOWN
+
+
+def test_aio_fixed_passes():
+    assert verdicts.aio_ring_remap(AIO_FIXED).status == Status.PASS
+    assert verdicts.aio_reopen_enxio(AIO_FIXED).status == Status.PASS
+
+
+def test_aio_getevents_einval_fails():
+    outcome = verdicts.aio_ring_remap(AIO_BROKEN)
+    assert outcome.status == Status.FAIL
+    assert "returned -1 (EINVAL)" in outcome.detail
+
+
+def test_aio_reopen_that_opens_fails():
+    assert verdicts.aio_reopen_enxio(AIO_BROKEN).status == Status.FAIL
+
+
+def test_aio_reopen_without_privilege_is_unobservable():
+    obs = {**AIO_FIXED, "reopen_errno": "EPERM"}
+    outcome = verdicts.aio_reopen_enxio(obs)
+    assert outcome.status == Status.UNKNOWN and outcome.unobservable
+
+
+def test_aio_io_setup_eagain_fails_naming_the_limit():
+    outcome = verdicts.aio_ring_remap({"io_setup_errno": "EAGAIN", "aio_max_nr": "0"})
+    assert outcome.status == Status.FAIL
+    assert "fs.aio-max-nr=0" in outcome.detail
+
+
+def test_aio_remap_refused_fails():
+    assert verdicts.aio_ring_remap({**AIO_FIXED, "remap_errno": "EINVAL"}).status == Status.FAIL
+
+
+def test_fdinfo_field():
+    assert verdicts.fdinfo_mnt_id_field("pos:\t0\nmnt_id:\t27\n").status == Status.PASS
+    assert verdicts.fdinfo_mnt_id_field("pos:\t0\nflags:\t0100000\n").status == Status.FAIL
+
+
+def test_config_option():
+    obs = {"path": "/boot/config-x", "text": "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n"}
+    assert verdicts.config_option("CONFIG_A", obs).status == Status.PASS
+    assert verdicts.config_option("CONFIG_B", obs).status == Status.PASS
+    assert "not set" in verdicts.config_option("CONFIG_C", obs).detail
+    assert "absent" in verdicts.config_option("CONFIG_D", obs).detail
+
+
+CRIU_317_ON_6X = (
+    "(00.004553) Error (criu/vdso.c:338): vdso: Unexpected rt vDSO area bounds\n"
+    "(00.004601) Error (criu/cr-check.c:1632): Failed to initialize kerndat\n"
+)
+
+
+def test_criu_too_old_shows_first_error_verbatim():
+    outcome = verdicts.criu_check(
+        {"installed": True, "version_output": "Version: 3.17.1\n", "returncode": 1, "output": CRIU_317_ON_6X}
+    )
+    assert outcome.status == Status.FAIL
+    assert "criu 3.17.1" in outcome.detail
+    assert "Error (criu/vdso.c:338): vdso: Unexpected rt vDSO area bounds" in outcome.detail
+
+
+def test_criu_states():
+    assert verdicts.criu_check({"installed": False}).status == Status.SKIP
+    good = {"installed": True, "version_output": "Version: 4.0\n", "returncode": 0, "output": "Looks good.\n"}
+    assert verdicts.criu_check(good).status == Status.PASS
+
+
+def test_kernel_release_implications():
+    ranges = [["overlayfs-mnt-id", "3.18", "4.2"], ["aio-ring-remap", None, "3.19"]]
+    detail = verdicts.kernel_release({"release": "3.19.0-15-generic", "ranges": ranges}).detail
+    assert "overlayfs-mnt-id needed unless backported" in detail
+    assert "aio-ring-remap fixed" in detail
+    assert "not applicable" in verdicts.kernel_release({"release": "3.10.0", "ranges": ranges}).detail
+    assert verdicts.kernel_release({"release": "garbage", "ranges": ranges}).status == Status.UNKNOWN
+
+
+proc_text = st.text(max_size=300) | st.sampled_from(
+    [FIXED["mountinfo"], FIXED["maps"], BROKEN["maps"], AIO_FIXED["maps"], "mnt_id:\t66\n"]
+)
+errno_name = st.none() | st.sampled_from(["ENXIO", "EPERM", "EINVAL", "EAGAIN", "ENOSYS", "E2BIG"])
+
+
+@given(
+    mountinfo=proc_text, maps=proc_text, fdinfo=proc_text, link=st.text(max_size=40),
+    fstat=st.lists(st.integers(0, 1 << 20), max_size=4), address=st.integers(0, 1 << 48),
+)
+def test_overlay_verdicts_total_on_malformed_proc_text(mountinfo, maps, fdinfo, link, fstat, address):
+    obs = copy.deepcopy(FIXED)
+    obs.update(mountinfo=mountinfo, maps=maps)
+    obs["files"][0].update(fdinfo=fdinfo, link=link, fstat=fstat, map_address=address)
+    for verdict in (verdicts.overlay_mnt_id, verdicts.overlay_fd_path, verdicts.overlay_maps):
+        assert verdict(obs).status in (Status.PASS, Status.FAIL, Status.UNKNOWN)
+
+
+@given(maps=proc_text, context=st.integers(0, 1 << 48), setup=errno_name, remap=errno_name,
+       reopen=errno_name, moved=st.integers(-1, 1))
+def test_aio_verdicts_total_on_malformed_proc_text(maps, context, setup, remap, reopen, moved):
+    obs = {**AIO_FIXED, "maps": maps, "context": context, "io_setup_errno": setup,
+           "remap_errno": remap, "reopen_errno": reopen, "getevents_moved": [moved, None]}
+    for verdict in (verdicts.aio_ring_remap, verdicts.aio_reopen_enxio):
+        assert verdict(obs).status in (Status.PASS, Status.FAIL, Status.UNKNOWN)
+
+
+@given(st.text(max_size=200), st.integers(-2, 2))
+def test_criu_verdict_total(output, returncode):
+    obs = {"installed": True, "version_output": output, "returncode": returncode, "output": output}
+    assert verdicts.criu_check(obs).status in (Status.PASS, Status.FAIL)
