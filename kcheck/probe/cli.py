@@ -6,6 +6,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kcheck.patchsets.catalog import Patchset
+    from kcheck.probe.observe import ProbeContext
 
 FORMAT_NAMES = ("text", "json", "junit", "prometheus", "npd", "github")
 
@@ -33,30 +38,39 @@ def register(jobs) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from kcheck.core.output import append_text, write_atomic
-    from kcheck.core.render import FORMATS, github_step_summary
-    from kcheck.errors import KcheckError
+def probe_setup(
+    catalog_dir: Path | None = None, config: Path | None = None, timeout: float = 10.0
+) -> tuple[dict[str, Patchset], ProbeContext]:
+    """The catalog and the context of a probe of the running kernel (`kcheck cr` pre-flight too)."""
     from kcheck.patchsets.catalog import load_catalog
     from kcheck.probe.checks import CHECK_IDS
-    from kcheck.probe.engine import run_probe, select_checks
     from kcheck.probe.observe import ProbeContext
 
-    if args.timeout <= 0:
-        raise KcheckError(f"--timeout {args.timeout}: must be a positive number of seconds")
-    specs = select_checks(args.check, args.require, args.ignore)
-    catalog = load_catalog(args.catalog, CHECK_IDS)
+    catalog = load_catalog(catalog_dir, CHECK_IDS)
     ctx = ProbeContext(
         release=os.uname().release,
-        config_path=args.config,
-        timeout=args.timeout,
+        config_path=config,
+        timeout=timeout,
         ranges=tuple(
             (name, str(p.needed_from) if p.needed_from else None, str(p.needed_below))
             for name, p in catalog.items()
         ),
     )
-    if args.config is not None:
+    if config is not None:
         ctx.observe("config")  # a bad --config is bad input: fail before any probe runs
+    return catalog, ctx
+
+
+def run(args: argparse.Namespace) -> int:
+    from kcheck.core.output import append_text, write_atomic
+    from kcheck.core.render import FORMATS, github_step_summary
+    from kcheck.errors import KcheckError
+    from kcheck.probe.engine import run_probe, select_checks
+
+    if args.timeout <= 0:
+        raise KcheckError(f"--timeout {args.timeout}: must be a positive number of seconds")
+    specs = select_checks(args.check, args.require, args.ignore)
+    catalog, ctx = probe_setup(args.catalog, args.config, args.timeout)
     report = run_probe(specs, ctx, catalog)
     color = (
         args.format == "text" and args.output is None and sys.stdout.isatty()
