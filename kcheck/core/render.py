@@ -68,14 +68,14 @@ def _render_rich(report: Report) -> str:
             str(check.evidence), detail,
         )
     verdict_style = {"ready": "bold green", "not-ready": "bold red", "undecided": "bold magenta"}
-    console = Console(record=True, force_terminal=True, width=160)
-    with console.capture():
+    console = Console(force_terminal=True)
+    with console.capture() as capture:
         console.print(table)
         console.print(
             f"verdict: [{verdict_style[report.verdict]}]{report.verdict}[/] "
             f"(exit {int(report.exit_code)}): {_summary(report)}"
         )
-    return console.export_text(styles=True)
+    return capture.get()
 
 
 def report_dict(report: Report) -> dict:

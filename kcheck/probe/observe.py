@@ -27,6 +27,9 @@ PAGE = 4096
 # child's own mount namespace, so nothing is ever created in the host's /tmp.
 SCRATCH_CANDIDATES = ("/tmp", "/run", "/mnt", "/var/tmp")
 PRIVILEGE_ERRNOS = {errno.EPERM, errno.EACCES}
+# Debugging aid: keep the overlay probe's mounts alive this many seconds, so an admin
+# can inspect them with `nsenter -t CHILD_PID -m`. The timeout still applies.
+HOLD_ENV = "KCHECK_OVERLAY_HOLD"
 
 
 class Unavailable(Exception):
@@ -304,7 +307,7 @@ def _overlay_child() -> dict[str, Any]:
     try:
         userns = _enter_private_mount_namespace()
     except OSError as exc:
-        return {"unavailable": str(exc)}
+        return {"unavailable": exc.strerror or str(exc)}
     scratch = next((p for p in SCRATCH_CANDIDATES if os.path.isdir(p)), None)
     if scratch is None:
         return {"unavailable": f"no directory to mount a scratch tmpfs on ({', '.join(SCRATCH_CANDIDATES)})"}
@@ -339,7 +342,7 @@ def _overlay_child() -> dict[str, Any]:
                 }
             )
         stage = "read /proc"
-        return {
+        observation = {
             "mount_point": merged,
             "layers": {"lower": lower, "upper": upper},
             "userns": userns,
@@ -347,6 +350,8 @@ def _overlay_child() -> dict[str, Any]:
             "mountinfo": Path("/proc/self/mountinfo").read_text(),
             "maps": Path("/proc/self/maps").read_text(),
         }
+        time.sleep(float(os.environ.get(HOLD_ENV) or 0))
+        return observation
     except OSError as exc:
         if exc.errno in PRIVILEGE_ERRNOS and stage.startswith("mount"):
             return {"unavailable": f"{stage} refused ({syscalls.errno_name(exc.errno)}): needs CAP_SYS_ADMIN"}

@@ -41,6 +41,10 @@ def _overlay_error(obs: dict[str, Any]) -> Outcome | None:
     return Outcome(Status.UNKNOWN, f"overlay probe failed at {error.get('stage')}: {error.get('message')}")
 
 
+def _namespace_note(obs: dict[str, Any]) -> str:
+    return " (observed in an unprivileged user namespace)" if obs.get("userns") is True else ""
+
+
 def _overlay_files(obs: dict[str, Any]) -> list[dict[str, Any]]:
     files = obs.get("files")
     return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
@@ -75,7 +79,10 @@ def overlay_mnt_id(obs: dict[str, Any]) -> Outcome:
     if problems:
         return Outcome(Status.FAIL, "; ".join(problems))
     names = " and ".join(str(f.get("name")) for f in files)
-    return Outcome(Status.PASS, f"fdinfo mnt_id {overlay.mount_id} is the overlay mount for {names}")
+    return Outcome(
+        Status.PASS,
+        f"fdinfo mnt_id {overlay.mount_id} is the overlay mount for {names}{_namespace_note(obs)}",
+    )
 
 
 def overlay_fd_path(obs: dict[str, Any]) -> Outcome:
@@ -91,7 +98,9 @@ def overlay_fd_path(obs: dict[str, Any]) -> Outcome:
     ]
     if problems:
         return Outcome(Status.FAIL, "; ".join(problems))
-    return Outcome(Status.PASS, f"fd links name the overlay path ({files[0].get('path')}, ...)")
+    return Outcome(
+        Status.PASS, f"fd links name the overlay path ({files[0].get('path')}, ...){_namespace_note(obs)}"
+    )
 
 
 def overlay_maps(obs: dict[str, Any]) -> Outcome:
@@ -120,7 +129,7 @@ def overlay_maps(obs: dict[str, Any]) -> Outcome:
             "; ".join(problems)
             + " (CRIU cannot dump mmapped overlay files: \"Can't lookup mount=NNN for fd=-3\")",
         )
-    return Outcome(Status.PASS, "maps dev:ino of mmapped overlay files equals fstat")
+    return Outcome(Status.PASS, f"maps dev:ino of mmapped overlay files equals fstat{_namespace_note(obs)}")
 
 
 def aio_ring_remap(obs: dict[str, Any]) -> Outcome:

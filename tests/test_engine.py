@@ -1,0 +1,136 @@
+"""The engine on captured observations: the same decision path the live probe takes."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import load_capture
+from kcheck.core.result import Evidence, ExitCode, Status, Verdict
+from kcheck.errors import KcheckError
+from kcheck.patchsets.catalog import load_catalog
+from kcheck.probe.checks import CHECK_IDS
+from kcheck.probe.engine import run_probe, select_checks
+from kcheck.probe.observe import ProbeContext, Unavailable
+
+CATALOG = load_catalog(None, CHECK_IDS)
+GOOD_CONFIG = {"path": "captured", "text": "".join(f"CONFIG_{i.split('.', 1)[1]}=y\n" for i in CHECK_IDS if i.startswith("config."))}
+
+
+def unavailable(reason):
+    def source(ctx):
+        raise Unavailable(reason)
+
+    return source
+
+
+def context(release="6.18.44", **overrides) -> ProbeContext:
+    sources = {
+        "overlay": lambda ctx: load_capture("overlay-fixed-6.18.json"),
+        "aio": lambda ctx: load_capture("aio-fixed-6.18.json"),
+        "fdinfo": lambda ctx: "pos:\t0\nmnt_id:\t27\n",
+        "config": lambda ctx: GOOD_CONFIG,
+        "criu": lambda ctx: {"installed": False},
+        "release": lambda ctx: {"release": ctx.release, "ranges": [["overlayfs-mnt-id", "3.18", "4.2"]]},
+        **overrides,
+    }
+    return ProbeContext(release=release, sources=sources)
+
+
+def by_id(report):
+    return {c.id: c for c in report.checks}
+
+
+def test_fixed_kernel_is_ready():
+    report = run_probe(select_checks(), context(), CATALOG)
+    assert report.verdict == Verdict.READY and report.exit_code == ExitCode.READY
+    assert {c.evidence for c in report.checks if c.id.startswith(("overlayfs", "aio"))} == {Evidence.LIVE}
+
+
+def test_broken_overlay_is_not_ready_and_names_the_patchset():
+    ctx = context(release="3.19.0-15-generic", overlay=lambda ctx: load_capture("overlay-broken-pre4.2.json"))
+    report = run_probe(select_checks(), ctx, CATALOG)
+    assert report.verdict == Verdict.NOT_READY and report.exit_code == ExitCode.NOT_READY
+    check = by_id(report)["overlayfs.mnt_id"]
+    assert check.status == Status.FAIL
+    assert check.fix.patchset == "overlayfs-mnt-id" and check.fix.min_version == "4.2"
+    assert "kcheck build-kernel --patchset overlayfs-mnt-id" in check.remedy
+    assert report.kernel["fixed_by_version"]["overlayfs-mnt-id"] is False
+
+
+def test_broken_aio_is_not_ready():
+    report = run_probe(select_checks(), context(aio=lambda ctx: load_capture("aio-broken-pre3.19.json")), CATALOG)
+    assert report.verdict == Verdict.NOT_READY
+    assert by_id(report)["aio.ring_remap"].fix.patchset == "aio-ring-remap"
+
+
+def test_debian_61_maps_failure_only_warns():
+    ctx = context(release="6.1.0-28-amd64", overlay=lambda ctx: load_capture("overlay-debian-6.1-maps.json"))
+    report = run_probe(select_checks(), ctx, CATALOG)
+    maps = by_id(report)["overlayfs.maps"]
+    assert maps.status == Status.FAIL and not maps.required
+    assert "optional, affects" in maps.remedy
+    assert report.verdict == Verdict.READY
+
+
+def test_unobservable_on_new_kernel_passes_by_version_never_live():
+    ctx = context(overlay=unavailable("mount overlay refused (EPERM): needs CAP_SYS_ADMIN"))
+    checks = by_id(run_probe(select_checks(), ctx, CATALOG))
+    assert checks["overlayfs.mnt_id"].status == Status.PASS
+    assert checks["overlayfs.mnt_id"].evidence == Evidence.VERSION
+    assert "not observed live" in checks["overlayfs.mnt_id"].detail
+    # No version decides the maps bug (Debian's 6.1 has it), so it stays unknown.
+    assert checks["overlayfs.maps"].status == Status.UNKNOWN
+
+
+def test_unobservable_on_old_kernel_is_undecided():
+    ctx = context(release="3.19.0", overlay=unavailable("needs CAP_SYS_ADMIN"))
+    report = run_probe(select_checks(), ctx, CATALOG)
+    assert by_id(report)["overlayfs.mnt_id"].status == Status.UNKNOWN
+    assert report.verdict == Verdict.UNDECIDED and report.exit_code == ExitCode.UNDECIDED
+
+
+def test_failure_outranks_unknown():
+    ctx = context(release="3.19.0", overlay=unavailable("x"), aio=lambda ctx: load_capture("aio-broken-pre3.19.json"))
+    assert run_probe(select_checks(), ctx, CATALOG).verdict == Verdict.NOT_READY
+
+
+def test_missing_config_is_undecided():
+    report = run_probe(select_checks(), context(config=unavailable("no kernel config found")), CATALOG)
+    assert by_id(report)["config.NAMESPACES"].status == Status.UNKNOWN
+    assert report.verdict == Verdict.UNDECIDED
+
+
+def test_require_and_ignore_change_the_required_set():
+    ctx = context(overlay=lambda ctx: load_capture("overlay-debian-6.1-maps.json"))
+    required = run_probe(select_checks(require=["overlayfs.maps"]), ctx, CATALOG)
+    assert required.verdict == Verdict.NOT_READY
+    ignored = run_probe(
+        select_checks(ignore=["overlayfs.*"]),
+        context(overlay=lambda ctx: load_capture("overlay-broken-pre4.2.json")),
+        CATALOG,
+    )
+    assert ignored.verdict == Verdict.READY
+    assert by_id(ignored)["overlayfs.mnt_id"].status == Status.FAIL
+
+
+def test_check_runs_a_subset_and_each_source_once():
+    calls = []
+
+    def counting(ctx):
+        calls.append(1)
+        return load_capture("overlay-fixed-6.18.json")
+
+    report = run_probe(select_checks(check=["overlayfs.*"]), context(overlay=counting), CATALOG)
+    assert [c.id for c in report.checks] == ["overlayfs.mnt_id", "overlayfs.fd_path", "overlayfs.maps"]
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("option", ["check", "require", "ignore"])
+def test_unknown_ids_are_bad_input(option):
+    with pytest.raises(KcheckError, match="unknown check id; valid ids: overlayfs.mnt_id"):
+        select_checks(**{option: ["overlayfs.nope"]})
+
+
+def test_require_and_ignore_same_id_is_bad_input():
+    with pytest.raises(KcheckError, match="both --require and --ignore"):
+        select_checks(require=["criu.check"], ignore=["criu.check"])

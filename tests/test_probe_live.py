@@ -1,0 +1,143 @@
+"""The real probe on this machine: real mounts, real AIO, real cleanup on every exit path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import kcheck_argv, requires_root, run_kcheck
+
+LIVE_IDS = {"overlayfs.mnt_id", "overlayfs.fd_path", "overlayfs.maps", "aio.ring_remap",
+            "aio.reopen_enxio", "fdinfo.mnt_id_field"}
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+pytestmark = requires_root
+
+
+def host_state() -> tuple[list[str], list[str]]:
+    """The host's mount table (ids included) and what kcheck could have left in /tmp.
+
+    Other processes (pip, the test runner) may add to /tmp meanwhile, so /tmp is compared
+    on what the probe would leave: its scratch directory and anything named kcheck.
+    """
+    leftovers = sorted(name for name in os.listdir("/tmp") if "kcheck" in name)
+    return Path("/proc/self/mountinfo").read_text().splitlines(), leftovers
+
+
+def checks_of(stdout: str) -> dict[str, dict]:
+    return {c["id"]: c for c in json.loads(stdout)["checks"]}
+
+
+def test_live_probe_is_ready_with_every_live_check_passing_live():
+    done = run_kcheck("probe", "--format", "json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    checks = checks_of(done.stdout)
+    for check_id in LIVE_IDS:
+        assert (checks[check_id]["status"], checks[check_id]["evidence"]) == ("pass", "live"), checks[check_id]
+
+
+def test_two_hundred_runs_leave_mounts_and_tmp_unchanged():
+    before = host_state()
+    for _ in range(200):
+        done = subprocess.run([*kcheck_argv(), "probe", "--check", "overlayfs.*", "--check", "aio.*",
+                               "--format", "npd"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert host_state() == before
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _start_held_probe(*extra: str) -> tuple[subprocess.Popen, int]:
+    """Start a probe whose overlay child holds its mounts; return it and the child's pid."""
+    env = {**os.environ, "KCHECK_OVERLAY_HOLD": "60"}
+    probe = subprocess.Popen([*kcheck_argv(), "probe", "--check", "overlayfs.*", *extra],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for child in _children(probe.pid):
+            try:
+                if "/tmp/kcheck/merged" in Path(f"/proc/{child}/mountinfo").read_text():
+                    return probe, child
+            except FileNotFoundError:
+                continue
+        time.sleep(0.01)
+    probe.kill()
+    raise AssertionError("overlay child never mounted its overlay")
+
+
+def _gone(pid: int, within: float = 10) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_killed_mid_run_leaves_nothing(sig):
+    before = host_state()
+    probe, child = _start_held_probe()
+    # The overlay exists, but only in the child's private namespace.
+    assert "/tmp/kcheck/merged" not in Path("/proc/self/mountinfo").read_text()
+    os.kill(probe.pid, sig)
+    probe.communicate(timeout=20)
+    assert _gone(child), "overlay child outlived the probe"
+    assert host_state() == before
+
+
+def test_timeout_kills_the_child_and_reports_unknown():
+    before = host_state()
+    probe, child = _start_held_probe("--timeout", "1", "--format", "json")
+    stdout, _ = probe.communicate(timeout=30)
+    check = checks_of(stdout)["overlayfs.mnt_id"]
+    # This kernel is >= 4.2, so the version decides in place of the timed-out probe.
+    assert check["evidence"] == "version" and "timed out after 1s" in check["detail"]
+    assert checks_of(stdout)["overlayfs.maps"]["status"] == "unknown"
+    assert probe.returncode == 0  # required checks decided by version; maps is optional
+    assert _gone(child)
+    assert host_state() == before
+
+
+def test_unprivileged_user_uses_a_user_namespace():
+    done = subprocess.run([*NOBODY, *kcheck_argv(), "probe", "--format", "json", "--check", "overlayfs.*",
+                           "--check", "aio.*"], capture_output=True, text=True, timeout=60)
+    checks = checks_of(done.stdout)
+    assert checks["overlayfs.mnt_id"]["evidence"] == "live"
+    assert "unprivileged user namespace" in checks["overlayfs.mnt_id"]["detail"]
+    # map_files needs CAP_SYS_ADMIN in the initial namespace: decided by version, never live.
+    assert checks["aio.reopen_enxio"]["evidence"] == "version"
+    assert checks["aio.ring_remap"]["evidence"] == "live"
+    assert done.returncode == 0
+
+
+def test_unprivileged_without_user_namespaces_decides_by_version_only(tmp_path):
+    # The kernel refuses CLONE_NEWUSER inside a chroot, so a chroot onto a bind of / is a
+    # host where the unprivileged user has no user namespaces (the sysctl is read-only here).
+    root = tmp_path / "root"
+    root.mkdir()
+    inner = shlex.join([*NOBODY, *kcheck_argv(), "probe", "--format", "json", "--check", "overlayfs.*"])
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f'mount --rbind / "$1" && exec chroot "$1" {inner}', "sh", str(root)],
+        capture_output=True, text=True, timeout=60,
+    )
+    checks = checks_of(done.stdout)
+    assert checks["overlayfs.mnt_id"]["evidence"] == "version"
+    assert "user namespace was refused" in checks["overlayfs.mnt_id"]["detail"]
+    assert checks["overlayfs.maps"]["status"] == "unknown"
+    assert done.returncode == 0  # maps is optional; the required overlay checks pass by version
