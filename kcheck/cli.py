@@ -27,7 +27,9 @@ def build_parser() -> ArgumentParser:
         description="Make Linux hosts ready for CRIU checkpoint/restore of containers.",
     )
     parser.add_argument("--version", action="version", version=f"kcheck {__version__}")
-    jobs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
+    jobs = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
+    )
     probe_cli.register(jobs)
     patchsets_cli.register(jobs)
     return parser

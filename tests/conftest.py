@@ -28,8 +28,9 @@ def kcheck_argv() -> list[str]:
 
 
 def run_kcheck(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    full_env.pop("GITHUB_STEP_SUMMARY", None) if "GITHUB_STEP_SUMMARY" not in (env or {}) else None
+    """Run the installed kcheck with no colour and no inherited GitHub step summary."""
+    full_env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    full_env.update({"NO_COLOR": "1", **(env or {})})
     return subprocess.run(
         [*kcheck_argv(), *args], capture_output=True, text=True, env=full_env, timeout=120, **kwargs
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import load_capture
+
 from kcheck.core.result import Evidence, ExitCode, Status, Verdict
 from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import load_catalog
@@ -13,7 +13,10 @@ from kcheck.probe.engine import run_probe, select_checks
 from kcheck.probe.observe import ProbeContext, Unavailable
 
 CATALOG = load_catalog(None, CHECK_IDS)
-GOOD_CONFIG = {"path": "captured", "text": "".join(f"CONFIG_{i.split('.', 1)[1]}=y\n" for i in CHECK_IDS if i.startswith("config."))}
+GOOD_CONFIG = {
+    "path": "captured",
+    "text": "".join(f"CONFIG_{i.split('.', 1)[1]}=y\n" for i in CHECK_IDS if i.startswith("config.")),
+}
 
 
 def unavailable(reason):
@@ -58,7 +61,9 @@ def test_broken_overlay_is_not_ready_and_names_the_patchset():
 
 
 def test_broken_aio_is_not_ready():
-    report = run_probe(select_checks(), context(aio=lambda ctx: load_capture("aio-broken-pre3.19.json")), CATALOG)
+    report = run_probe(
+        select_checks(), context(aio=lambda ctx: load_capture("aio-broken-pre3.19.json")), CATALOG
+    )
     assert report.verdict == Verdict.NOT_READY
     assert by_id(report)["aio.ring_remap"].fix.patchset == "aio-ring-remap"
 
@@ -90,7 +95,9 @@ def test_unobservable_on_old_kernel_is_undecided():
 
 
 def test_failure_outranks_unknown():
-    ctx = context(release="3.19.0", overlay=unavailable("x"), aio=lambda ctx: load_capture("aio-broken-pre3.19.json"))
+    ctx = context(
+        release="3.19.0", overlay=unavailable("x"), aio=lambda ctx: load_capture("aio-broken-pre3.19.json")
+    )
     assert run_probe(select_checks(), ctx, CATALOG).verdict == Verdict.NOT_READY
 
 

@@ -11,11 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import kcheck_argv, requires_root, run_kcheck
 
-LIVE_IDS = {"overlayfs.mnt_id", "overlayfs.fd_path", "overlayfs.maps", "aio.ring_remap",
-            "aio.reopen_enxio", "fdinfo.mnt_id_field"}
+LIVE_IDS = {
+    "overlayfs.mnt_id",
+    "overlayfs.fd_path",
+    "overlayfs.maps",
+    "aio.ring_remap",
+    "aio.reopen_enxio",
+    "fdinfo.mnt_id_field",
+}
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 pytestmark = requires_root
@@ -40,14 +45,20 @@ def test_live_probe_is_ready_with_every_live_check_passing_live():
     assert done.returncode == 0, done.stdout + done.stderr
     checks = checks_of(done.stdout)
     for check_id in LIVE_IDS:
-        assert (checks[check_id]["status"], checks[check_id]["evidence"]) == ("pass", "live"), checks[check_id]
+        assert (checks[check_id]["status"], checks[check_id]["evidence"]) == ("pass", "live"), checks[
+            check_id
+        ]
 
 
 def test_two_hundred_runs_leave_mounts_and_tmp_unchanged():
     before = host_state()
     for _ in range(200):
-        done = subprocess.run([*kcheck_argv(), "probe", "--check", "overlayfs.*", "--check", "aio.*",
-                               "--format", "npd"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [*kcheck_argv(), "probe", "--check", "overlayfs.*", "--check", "aio.*", "--format", "npd"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     assert host_state() == before
 
@@ -60,8 +71,13 @@ def _children(pid: int) -> list[int]:
 def _start_held_probe(*extra: str) -> tuple[subprocess.Popen, int]:
     """Start a probe whose overlay child holds its mounts; return it and the child's pid."""
     env = {**os.environ, "KCHECK_OVERLAY_HOLD": "60"}
-    probe = subprocess.Popen([*kcheck_argv(), "probe", "--check", "overlayfs.*", *extra],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    probe = subprocess.Popen(
+        [*kcheck_argv(), "probe", "--check", "overlayfs.*", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         for child in _children(probe.pid):
@@ -114,8 +130,12 @@ def test_timeout_kills_the_child_and_reports_unknown():
 
 
 def test_unprivileged_user_uses_a_user_namespace():
-    done = subprocess.run([*NOBODY, *kcheck_argv(), "probe", "--format", "json", "--check", "overlayfs.*",
-                           "--check", "aio.*"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*NOBODY, *kcheck_argv(), "probe", "--format", "json", "--check", "overlayfs.*", "--check", "aio.*"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     checks = checks_of(done.stdout)
     assert checks["overlayfs.mnt_id"]["evidence"] == "live"
     assert "unprivileged user namespace" in checks["overlayfs.mnt_id"]["detail"]
@@ -132,9 +152,20 @@ def test_unprivileged_without_user_namespaces_decides_by_version_only(tmp_path):
     root.mkdir()
     inner = shlex.join([*NOBODY, *kcheck_argv(), "probe", "--format", "json", "--check", "overlayfs.*"])
     done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         f'mount --rbind / "$1" && exec chroot "$1" {inner}', "sh", str(root)],
-        capture_output=True, text=True, timeout=60,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --rbind / "$1" && exec chroot "$1" {inner}',
+            "sh",
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     checks = checks_of(done.stdout)
     assert checks["overlayfs.mnt_id"]["evidence"] == "version"

@@ -1,9 +1,9 @@
 """Parsers of /proc text and kernel configs: correct on real text, total on garbage."""
 
+from conftest import load_capture
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import load_capture
 from kcheck.core.procparse import (
     fdinfo_mnt_id,
     mapping_at,
@@ -51,14 +51,32 @@ def test_maps_hex_device_numbers():
 
 
 def test_kconfig():
-    text = "# comment\nCONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_S=\"x y\"\n"
+    text = '# comment\nCONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_S="x y"\n'
     assert parse_kconfig(text) == {"CONFIG_A": "y", "CONFIG_B": "m", "CONFIG_C": "n", "CONFIG_S": '"x y"'}
     assert parse_kconfig("just some text\n") == {}
 
 
 proc_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=400) | st.lists(
-    st.sampled_from(["36", "35", "0:40", "/", "-", "overlay", " ", "\n", "mnt_id:", "\t", "7f00-7f01",
-                     "r--s", "00:28", "CONFIG_X=y", "# CONFIG_Y is not set", "\\040"]),
+    st.sampled_from(
+        [
+            "36",
+            "35",
+            "0:40",
+            "/",
+            "-",
+            "overlay",
+            " ",
+            "\n",
+            "mnt_id:",
+            "\t",
+            "7f00-7f01",
+            "r--s",
+            "00:28",
+            "CONFIG_X=y",
+            "# CONFIG_Y is not set",
+            "\\040",
+        ]
+    ),
     max_size=60,
 ).map("".join)
 

@@ -8,18 +8,20 @@ from importlib.resources import files
 
 import jsonschema
 import pytest
-
 from conftest import load_capture
+from test_engine import CATALOG, context, unavailable
+
 from kcheck.core import render
 from kcheck.core.result import Status
 from kcheck.probe.engine import run_probe, select_checks
-from test_engine import CATALOG, context, unavailable
 
 SCHEMA = json.loads(files("kcheck.schemas").joinpath("probe-1.json").read_text())
 
 
 def ready_report():
-    return run_probe(select_checks(), context(overlay=lambda c: load_capture("overlay-debian-6.1-maps.json")), CATALOG)
+    return run_probe(
+        select_checks(), context(overlay=lambda c: load_capture("overlay-debian-6.1-maps.json")), CATALOG
+    )
 
 
 def not_ready_report():
@@ -91,7 +93,9 @@ def test_prometheus_one_gauge_per_check():
     lines = render.render_prometheus(report).splitlines()
     gauges = [line for line in lines if line.startswith("kcheck_check_pass{")]
     assert len(gauges) == len(report.checks)
-    assert 'kcheck_check_pass{check="overlayfs.mnt_id",required="true",status="fail",evidence="live"} 0' in lines
+    assert (
+        'kcheck_check_pass{check="overlayfs.mnt_id",required="true",status="fail",evidence="live"} 0' in lines
+    )
     assert any(line.startswith('kcheck_ready{verdict="not-ready"') and line.endswith(" 0") for line in lines)
     for line in lines:
         assert line.startswith("#") or line.rsplit(" ", 1)[1].isdigit()

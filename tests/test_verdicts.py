@@ -3,10 +3,10 @@
 import copy
 
 import pytest
+from conftest import load_capture
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import load_capture
 from kcheck.core.result import Status
 from kcheck.probe import verdicts
 
@@ -17,7 +17,9 @@ AIO_FIXED = load_capture("aio-fixed-6.18.json")
 AIO_BROKEN = load_capture("aio-broken-pre3.19.json")
 
 
-@pytest.mark.parametrize("verdict", [verdicts.overlay_mnt_id, verdicts.overlay_fd_path, verdicts.overlay_maps])
+@pytest.mark.parametrize(
+    "verdict", [verdicts.overlay_mnt_id, verdicts.overlay_fd_path, verdicts.overlay_maps]
+)
 def test_overlay_fixed_kernel_passes(verdict):
     assert verdict(FIXED).status == Status.PASS
 
@@ -31,7 +33,9 @@ def test_mnt_id_of_lower_mount_fails_with_actionable_detail():
 def test_link_under_upperdir_fails():
     outcome = verdicts.overlay_fd_path(BROKEN)
     assert outcome.status == Status.FAIL
-    assert "link is /tmp/kcheck/upper/copied-up but the file is /tmp/kcheck/merged/copied-up" in outcome.detail
+    assert (
+        "link is /tmp/kcheck/upper/copied-up but the file is /tmp/kcheck/merged/copied-up" in outcome.detail
+    )
 
 
 def test_maps_mismatch_fails_as_on_debian_61():
@@ -136,8 +140,12 @@ errno_name = st.none() | st.sampled_from(["ENXIO", "EPERM", "EINVAL", "EAGAIN", 
 
 
 @given(
-    mountinfo=proc_text, maps=proc_text, fdinfo=proc_text, link=st.text(max_size=40),
-    fstat=st.lists(st.integers(0, 1 << 20), max_size=4), address=st.integers(0, 1 << 48),
+    mountinfo=proc_text,
+    maps=proc_text,
+    fdinfo=proc_text,
+    link=st.text(max_size=40),
+    fstat=st.lists(st.integers(0, 1 << 20), max_size=4),
+    address=st.integers(0, 1 << 48),
 )
 def test_overlay_verdicts_total_on_malformed_proc_text(mountinfo, maps, fdinfo, link, fstat, address):
     obs = copy.deepcopy(FIXED)
@@ -147,11 +155,24 @@ def test_overlay_verdicts_total_on_malformed_proc_text(mountinfo, maps, fdinfo, 
         assert verdict(obs).status in (Status.PASS, Status.FAIL, Status.UNKNOWN)
 
 
-@given(maps=proc_text, context=st.integers(0, 1 << 48), setup=errno_name, remap=errno_name,
-       reopen=errno_name, moved=st.integers(-1, 1))
+@given(
+    maps=proc_text,
+    context=st.integers(0, 1 << 48),
+    setup=errno_name,
+    remap=errno_name,
+    reopen=errno_name,
+    moved=st.integers(-1, 1),
+)
 def test_aio_verdicts_total_on_malformed_proc_text(maps, context, setup, remap, reopen, moved):
-    obs = {**AIO_FIXED, "maps": maps, "context": context, "io_setup_errno": setup,
-           "remap_errno": remap, "reopen_errno": reopen, "getevents_moved": [moved, None]}
+    obs = {
+        **AIO_FIXED,
+        "maps": maps,
+        "context": context,
+        "io_setup_errno": setup,
+        "remap_errno": remap,
+        "reopen_errno": reopen,
+        "getevents_moved": [moved, None],
+    }
     for verdict in (verdicts.aio_ring_remap, verdicts.aio_reopen_enxio):
         assert verdict(obs).status in (Status.PASS, Status.FAIL, Status.UNKNOWN)
 

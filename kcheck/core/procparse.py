@@ -84,9 +84,7 @@ def mount_at(mounts: list[Mount], mount_point: str) -> Mount | None:
     return found[-1] if found else None
 
 
-_MAPS_LINE = re.compile(
-    r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) (\d+)\s*(.*)$"
-)
+_MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) (\d+)\s*(.*)$")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ def render_text(report: Report, color: bool = False) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [_headline(report), ""]
     for row, check in zip(rows, [None, *report.checks], strict=True):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
+        )
         if check is not None and check.remedy:
             lines.append(" " * (sum(widths) + 8) + f"fix: {check.remedy}")
     lines += ["", f"verdict: {report.verdict} (exit {int(report.exit_code)}): {_summary(report)}"]
@@ -64,8 +66,11 @@ def _render_rich(report: Report) -> str:
         label = _label(check)
         detail = check.detail + (f"\n[dim]fix: {check.remedy}[/dim]" if check.remedy else "")
         table.add_row(
-            f"[{style[label]}]{label}[/]", check.id, "yes" if check.required else "no",
-            str(check.evidence), detail,
+            f"[{style[label]}]{label}[/]",
+            check.id,
+            "yes" if check.required else "no",
+            str(check.evidence),
+            detail,
         )
     verdict_style = {"ready": "bold green", "not-ready": "bold red", "undecided": "bold magenta"}
     console = Console(force_terminal=True)
@@ -99,7 +104,9 @@ def report_dict(report: Report) -> dict:
                 "status": str(c.status),
                 "evidence": str(c.evidence),
                 "detail": c.detail,
-                "fix": None if c.fix is None else {"patchset": c.fix.patchset, "min_version": c.fix.min_version},
+                "fix": None
+                if c.fix is None
+                else {"patchset": c.fix.patchset, "min_version": c.fix.min_version},
                 "remedy": c.remedy,
             }
             for c in report.checks
@@ -226,7 +233,9 @@ def github_step_summary(report: Report) -> str:
     ]
     for c in report.checks:
         detail = c.detail.replace("|", "\\|") + (f" (fix: {c.remedy})" if c.remedy else "")
-        lines.append(f"| {_label(c)} | `{c.id}` | {'yes' if c.required else 'no'} | {c.evidence} | {detail} |")
+        lines.append(
+            f"| {_label(c)} | `{c.id}` | {'yes' if c.required else 'no'} | {c.evidence} | {detail} |"
+        )
     return "\n".join(lines) + "\n\n"
 
 

@@ -81,11 +81,7 @@ class Report:
         return VERDICT_EXIT[self.verdict]
 
     def with_status(self, status: Status, *, required: bool | None = None) -> list[CheckResult]:
-        return [
-            c
-            for c in self.checks
-            if c.status == status and (required is None or c.required == required)
-        ]
+        return [c for c in self.checks if c.status == status and (required is None or c.required == required)]
 
 
 def decide(required: list[CheckResult]) -> Verdict:

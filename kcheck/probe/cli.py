@@ -24,16 +24,40 @@ def register(jobs) -> None:
     )
     parser.add_argument("--format", choices=FORMAT_NAMES, default="text", help="output format")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the report here (atomically)")
-    parser.add_argument("--check", action="append", default=[], metavar="ID",
-                        help="run only these checks (repeatable; globs like 'config.*')")
-    parser.add_argument("--require", action="append", default=[], metavar="ID",
-                        help="make an optional check required (repeatable)")
-    parser.add_argument("--ignore", action="append", default=[], metavar="ID",
-                        help="make a required check optional: it still runs and warns (repeatable)")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="kernel config to check (default: /proc/config.gz, /boot/config-R, ...)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="limit for each live probe (default 10)")
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only these checks (repeatable; globs like 'config.*')",
+    )
+    parser.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="make an optional check required (repeatable)",
+    )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="make a required check optional: it still runs and warns (repeatable)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="kernel config to check (default: /proc/config.gz, /boot/config-R, ...)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="limit for each live probe (default 10)",
+    )
     parser.add_argument("--catalog", type=Path, metavar="DIR", help="patchset catalog directory")
     parser.set_defaults(handler=run)
 
@@ -73,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     catalog, ctx = probe_setup(args.catalog, args.config, args.timeout)
     report = run_probe(specs, ctx, catalog)
     color = (
-        args.format == "text" and args.output is None and sys.stdout.isatty()
+        args.format == "text"
+        and args.output is None
+        and sys.stdout.isatty()
         and not os.environ.get("NO_COLOR")
     )
     text = FORMATS[args.format](report, color)

@@ -22,9 +22,7 @@ def _match(patterns: Iterable[str], option: str) -> set[str]:
     for pattern in patterns:
         hits = fnmatch.filter(CHECK_IDS, pattern)
         if not hits:
-            raise KcheckError(
-                f"{option} {pattern}: unknown check id; valid ids: {', '.join(CHECK_IDS)}"
-            )
+            raise KcheckError(f"{option} {pattern}: unknown check id; valid ids: {', '.join(CHECK_IDS)}")
         matched.update(hits)
     return matched
 
@@ -52,8 +50,7 @@ def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext, catalog: dict[str, 
         "version": str(release.version) if release else None,
         "machine": os.uname().machine,
         "fixed_by_version": {
-            name: (not p.needed_for(release.version)) if release else None
-            for name, p in catalog.items()
+            name: (not p.needed_for(release.version)) if release else None for name, p in catalog.items()
         },
     }
     criu = ctx.cached("criu")
@@ -105,7 +102,9 @@ def _remedy(spec: CheckSpec, status: Status, min_version: str | None) -> str | N
     if spec.patchset:
         parts.append(f"apply patchset {spec.patchset} (kcheck build-kernel --patchset {spec.patchset})")
     if min_version:
-        parts.append(f"or run a kernel >= {min_version}" if spec.patchset else f"run a kernel >= {min_version}")
+        parts.append(
+            f"or run a kernel >= {min_version}" if spec.patchset else f"run a kernel >= {min_version}"
+        )
     if spec.remedy:
         parts.append(spec.remedy)
     return "; ".join(parts) or None

@@ -6,6 +6,7 @@ Each returns raw observations (mostly /proc text) for the pure verdicts in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -99,7 +100,9 @@ def read_config_file(path: Path) -> str:
     except FileNotFoundError:
         raise KcheckError(f"config file {path} not found; pass an existing file to --config") from None
     except OSError as exc:
-        raise KcheckError(f"config file {path} is unreadable ({exc.strerror}); check its permissions") from None
+        raise KcheckError(
+            f"config file {path} is unreadable ({exc.strerror}); check its permissions"
+        ) from None
     if data[:2] == b"\x1f\x8b":
         import gzip
         import zlib
@@ -107,7 +110,9 @@ def read_config_file(path: Path) -> str:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
-            raise KcheckError(f"config file {path} is a corrupt gzip ({exc}); pass an intact config") from None
+            raise KcheckError(
+                f"config file {path} is a corrupt gzip ({exc}); pass an intact config"
+            ) from None
     text = data.decode("utf-8", errors="replace")
     from kcheck.core.procparse import parse_kconfig
 
@@ -129,9 +134,7 @@ def observe_config(ctx: ProbeContext) -> dict[str, str]:
         except KcheckError as exc:
             problems.append(str(exc))
     where = ", ".join(str(p) for p in candidates)
-    raise Unavailable(
-        "; ".join(problems) or f"no kernel config found in {where}; pass --config FILE"
-    )
+    raise Unavailable("; ".join(problems) or f"no kernel config found in {where}; pass --config FILE")
 
 
 # --- criu ----------------------------------------------------------------------------
@@ -156,9 +159,7 @@ def observe_criu(ctx: ProbeContext) -> dict[str, Any]:
 
 def _run_tool(argv: list[str], timeout: float) -> dict[str, Any]:
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise Unavailable(f"{' '.join(argv)} timed out after {timeout:.0f}s") from None
     except OSError as exc:
@@ -293,14 +294,10 @@ def _read_all(fd: int, pid: int, timeout: float) -> bytes:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def _overlay_child() -> dict[str, Any]:

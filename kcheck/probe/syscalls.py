@@ -34,13 +34,16 @@ def libc() -> ctypes.CDLL:
     lib.syscall.restype = ctypes.c_long
     lib.mmap.restype = ctypes.c_void_p
     lib.mmap.argtypes = [
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
     ]
     lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     lib.mremap.restype = ctypes.c_void_p
-    lib.mount.argtypes = [
-        ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p
-    ]
+    lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     return lib
 
 
@@ -102,8 +105,7 @@ def _aio_numbers() -> tuple[int, int, int]:
 
 def io_setup(nr_events: int) -> int:
     context = ctypes.c_ulong(0)
-    if libc().syscall(ctypes.c_long(_aio_numbers()[0]), ctypes.c_long(nr_events),
-                      ctypes.byref(context)) != 0:
+    if libc().syscall(ctypes.c_long(_aio_numbers()[0]), ctypes.c_long(nr_events), ctypes.byref(context)) != 0:
         _raise("io_setup")
     return context.value
 
@@ -116,7 +118,11 @@ def io_destroy(context: int) -> None:
 def io_getevents_probe(context: int) -> tuple[int, int | None]:
     """io_getevents(ctx, 0, 1, NULL, NULL): returns (result, errno or None)."""
     result = libc().syscall(
-        ctypes.c_long(_aio_numbers()[2]), ctypes.c_ulong(context), ctypes.c_long(0),
-        ctypes.c_long(1), None, None,
+        ctypes.c_long(_aio_numbers()[2]),
+        ctypes.c_ulong(context),
+        ctypes.c_long(0),
+        ctypes.c_long(1),
+        None,
+        None,
     )
     return (int(result), ctypes.get_errno() if result < 0 else None)

@@ -127,7 +127,7 @@ def overlay_maps(obs: dict[str, Any]) -> Outcome:
         return Outcome(
             Status.FAIL,
             "; ".join(problems)
-            + " (CRIU cannot dump mmapped overlay files: \"Can't lookup mount=NNN for fd=-3\")",
+            + ' (CRIU cannot dump mmapped overlay files: "Can\'t lookup mount=NNN for fd=-3")',
         )
     return Outcome(Status.PASS, f"maps dev:ino of mmapped overlay files equals fstat{_namespace_note(obs)}")
 

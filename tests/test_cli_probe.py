@@ -1,0 +1,131 @@
+"""`kcheck probe` as users run it: bad input, output files, formats end to end."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import requires_root, run_kcheck
+
+FIXED_CONFIG = "CONFIG_CHECKPOINT_RESTORE=y\nCONFIG_NAMESPACES=y\n# CONFIG_TUN is not set\n"
+
+
+def one_error_line(done) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d / "missing.config", "not found"),
+        (lambda d: d, "unreadable"),
+        (lambda d: _write(d / "bad.gz", b"\x1f\x8b\x08\x00garbage"), "corrupt gzip"),
+        (lambda d: _write(d / "notes.txt", b"hello\nworld\n"), "not a kernel config"),
+    ],
+)
+def test_bad_config_is_one_line_exit_3(tmp_path, make, expected):
+    path = make(tmp_path)
+    done = run_kcheck("probe", "--config", str(path), "--check", "config.*")
+    assert done.returncode == 3
+    line = one_error_line(done)
+    assert line.startswith("kcheck: error: config file") and str(path) in line and expected in line
+    assert done.stdout == ""
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_gzipped_config_is_read(tmp_path):
+    path = _write(tmp_path / "config.gz", gzip.compress(FIXED_CONFIG.encode()))
+    done = run_kcheck(
+        "probe",
+        "--config",
+        str(path),
+        "--check",
+        "config.NAMESPACES",
+        "--check",
+        "config.TUN",
+        "--check",
+        "config.PID_NS",
+        "--format",
+        "json",
+    )
+    checks = {c["id"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["config.NAMESPACES"]["status"] == "pass"
+    assert checks["config.TUN"]["status"] == "fail" and not checks["config.TUN"]["required"]
+    assert checks["config.PID_NS"]["detail"] == f"CONFIG_PID_NS is absent from {path}"
+    assert done.returncode == 1
+
+
+def test_unknown_check_id_lists_valid_ids():
+    done = run_kcheck("probe", "--ignore", "aio.nope")
+    assert done.returncode == 3
+    assert "--ignore aio.nope: unknown check id; valid ids: overlayfs.mnt_id" in one_error_line(done)
+
+
+@pytest.mark.parametrize("args", [["--format", "xml"], ["--bogus"], ["--timeout", "soon"], []])
+def test_usage_errors_exit_3(args):
+    done = run_kcheck("probe", *args) if args else run_kcheck()
+    assert done.returncode == 3
+    assert "usage:" in done.stderr
+
+
+def test_bad_output_directory_is_exit_3_and_leaves_nothing(tmp_path):
+    target = tmp_path / "no-such-dir" / "kcheck.prom"
+    done = run_kcheck("probe", "--check", "kernel.release", "--format", "prometheus", "--output", str(target))
+    assert done.returncode == 3
+    assert str(target) in one_error_line(done)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_file_is_written_atomically(tmp_path):
+    target = tmp_path / "kcheck.prom"
+    target.write_text("old\n")
+    done = run_kcheck("probe", "--check", "kernel.release", "--format", "prometheus", "--output", str(target))
+    assert done.returncode == 0 and done.stdout == ""
+    assert 'kcheck_check_pass{check="kernel.release"' in target.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kcheck.prom"]  # no temp file left
+
+
+def test_github_format_appends_the_step_summary(tmp_path):
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    done = run_kcheck(
+        "probe", "--check", "kernel.release", "--format", "github", env={"GITHUB_STEP_SUMMARY": str(summary)}
+    )
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1].startswith("::notice title=kcheck verdict::ready")
+    text = summary.read_text()
+    assert text.startswith("earlier step\n### kcheck probe: ready")
+
+
+@requires_root
+@pytest.mark.parametrize("fmt", ["text", "json", "junit", "prometheus", "npd", "github"])
+def test_every_format_on_the_live_probe(fmt):
+    done = run_kcheck("probe", "--format", fmt)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "\x1b[" not in done.stdout  # not a tty: never colour
+
+
+def test_probe_path_does_not_import_gitpython():
+    code = (
+        "import sys; from kcheck.cli import main; "
+        "rc = main(['probe', '--check', 'kernel.release', '--format', 'json']); "
+        "print('git' in sys.modules or 'rich' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "kcheck", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("kcheck ")
