@@ -13,6 +13,9 @@ from kcheck.errors import KcheckError
 
 _SHA = re.compile(r"^[0-9a-f]{10,40}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Tags and URLs end up in git command lines (fetch refspecs, `git remote add`): keep them plain.
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_UPSTREAM = re.compile(r"^[^\s-]\S*$")
 _PATCHSET_KEYS = {"name", "summary", "fixes", "needed_from", "needed_below", "upstream", "commits"}
 _REQUIRED_PATCHSET_KEYS = _PATCHSET_KEYS - {"needed_from"}
 _COMMIT_KEYS = {"sha", "subject", "author", "tag", "note"}
@@ -25,6 +28,8 @@ class CatalogError(KcheckError):
 
 @dataclass(frozen=True)
 class Commit:
+    """One upstream commit; `sha` may be abbreviated (10+ hex) when only that is known."""
+
     sha: str
     subject: str
     author: str
@@ -38,6 +43,8 @@ class Commit:
 
 @dataclass(frozen=True)
 class Patchset:
+    """Upstream commits that together fix some probe checks, and the kernels that need them."""
+
     name: str
     summary: str
     fixes: tuple[str, ...]
@@ -124,6 +131,8 @@ def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
     if needed_from is not None and needed_from >= needed_below:
         raise fail("needed_from", f"{needed_from} is not below needed_below {needed_below}: empty range")
     upstream = _string(data, "upstream", fail)
+    if not _UPSTREAM.match(upstream):
+        raise fail("upstream", f"{upstream!r} must be a git URL or path without spaces or a leading '-'")
     commits_data = data["commits"]
     if not isinstance(commits_data, list) or not commits_data:
         raise fail("commits", "must be a non-empty array of [[commits]] tables")
@@ -138,13 +147,16 @@ def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
             raise fail(f"{where}.sha", f"{sha!r} is not 10 to 40 hex digits")
         if any(c.sha.startswith(sha) or sha.startswith(c.sha) for c in commits):
             raise fail(f"{where}.sha", f"duplicate commit {sha} in this patchset")
+        tag = _string(entry, "tag", fail, where)
+        if not _TAG.match(tag):
+            raise fail(f"{where}.tag", f"{tag!r} is not a tag name such as \"v4.2-rc2\"")
         note = _string(entry, "note", fail, where) if "note" in entry else None
         commits.append(
             Commit(
                 sha=sha,
                 subject=_string(entry, "subject", fail, where),
                 author=_string(entry, "author", fail, where),
-                tag=_string(entry, "tag", fail, where),
+                tag=tag,
                 note=note,
             )
         )
@@ -183,3 +195,18 @@ def _version(table: dict, key: str, fail) -> KernelVersion:
         return parse_version(value)
     except ValueError as exc:
         raise fail(key, str(exc)) from None
+
+
+UPSTREAM_REMOTE = "upstream"
+
+
+def manual_recipe(patchset: Patchset) -> list[list[str]]:
+    """The git commands of the seed's manual recipe, run in a clone of the distro kernel.
+
+    Cherry-picks use -x so that `kcheck audit` later recognises them as backports.
+    """
+    return [
+        ["git", "remote", "add", UPSTREAM_REMOTE, patchset.upstream],
+        ["git", "remote", "update"],
+        *(["git", "cherry-pick", "-x", commit.sha] for commit in patchset.commits),
+    ]

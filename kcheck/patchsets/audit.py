@@ -1,0 +1,505 @@
+"""`kcheck audit`: which catalog fixes a kernel git tree already carries, with evidence.
+
+Each needed upstream commit gets the strongest status the tree supports:
+ancestor (the commit itself is in the history), backported (a commit names it in a
+backport trailer), equivalent (a commit has the same `git patch-id --stable`); otherwise
+missing, or unknown when no upstream object was there to compare patch-ids with.
+
+The pure classification helpers come first; the git calls follow. The scan is bounded:
+one `git log --grep` pass for trailers, and patch-ids only over commits that touch the
+fixes' files since the oldest fix was authored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import git
+
+from kcheck.core.release import KernelRelease, version_from_makefile
+from kcheck.core.result import ExitCode
+from kcheck.errors import KcheckError
+from kcheck.patchsets.catalog import Commit, Patchset
+
+SCHEMA = "kcheck.audit/1"
+
+
+class AuditStatus(StrEnum):
+    ANCESTOR = "ancestor"
+    BACKPORTED = "backported"
+    EQUIVALENT = "equivalent"
+    MISSING = "missing"
+    UNKNOWN = "unknown"
+    NOT_NEEDED = "not-needed"
+
+
+PRESENT = frozenset({AuditStatus.ANCESTOR, AuditStatus.BACKPORTED, AuditStatus.EQUIVALENT})
+
+# ---------------------------------------------------------------------------------------
+# Pure part: trailers, SHA matching, classification, exit code.
+
+# The backport markers distro and stable trees use (REFERENCE §2), in one pattern:
+#   (cherry picked from commit SHA)   git cherry-pick -x; Ubuntu may add a repo name
+#   (cherry-picked from commit SHA), (backported from commit SHA)
+#   [ Upstream commit SHA ]           stable
+#   commit SHA upstream.              stable, at the start of a line
+_TRAILER = re.compile(
+    r"\((?:cherry[ -]picked|backported) from commit ([0-9a-f]{7,40})\b[^)\n]*\)"
+    r"|\[[ \t]*upstream commit ([0-9a-f]{7,40})\b[^\]\n]*\]"
+    r"|^[ \t]*commit ([0-9a-f]{7,40})[ \t]+upstream\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+# git abbreviates to at least 7 hex digits; a shorter trailer SHA names nothing reliably.
+_MIN_ABBREV = 7
+
+
+def trailer_shas(message: str) -> list[tuple[str, str]]:
+    """(lowercase SHA, trailer text) for each backport trailer in a commit message."""
+    found = []
+    for match in _TRAILER.finditer(message):
+        sha = next(group for group in match.groups() if group)
+        found.append((sha.lower(), match.group(0).strip()))
+    return found
+
+
+def same_commit(trailer_sha: str, catalog_sha: str) -> bool:
+    """Whether two SHAs, either of them possibly abbreviated, name the same commit."""
+    return catalog_sha.startswith(trailer_sha) or trailer_sha.startswith(catalog_sha)
+
+
+def grep_pattern(shas: Iterable[str]) -> str:
+    """A POSIX ERE for `git log -i -E --grep` that every trailer naming one of `shas` matches.
+
+    Every variant contains "commit SHA", so git filters in C and Python only re-checks
+    the few messages that pass.
+    """
+    prefixes = sorted({sha[:_MIN_ABBREV] for sha in shas})
+    return "commit[[:space:]]+(" + "|".join(prefixes) + ")"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A commit of the audited tree that shows an upstream fix is there, and why."""
+
+    commit: str
+    subject: str
+    reason: str  # the trailer text, or the shared patch-id
+
+
+def classify(
+    in_history: bool,
+    backport: Sighting | None,
+    equivalent: Sighting | None,
+    comparable: bool,
+) -> AuditStatus:
+    """The strongest status the evidence supports; `comparable`: an upstream object was there."""
+    if in_history:
+        return AuditStatus.ANCESTOR
+    if backport is not None:
+        return AuditStatus.BACKPORTED
+    if equivalent is not None:
+        return AuditStatus.EQUIVALENT
+    return AuditStatus.MISSING if comparable else AuditStatus.UNKNOWN
+
+
+def audit_exit_code(statuses: Iterable[AuditStatus]) -> ExitCode:
+    """0 all needed commits present, 1 some missing (outranks unknown), 2 some unknown."""
+    seen = set(statuses)
+    if AuditStatus.MISSING in seen:
+        return ExitCode.NOT_READY
+    if AuditStatus.UNKNOWN in seen:
+        return ExitCode.UNDECIDED
+    return ExitCode.READY
+
+
+@dataclass(frozen=True)
+class Finding:
+    patchset: str
+    commit: Commit
+    status: AuditStatus
+    upstream_sha: str | None  # the full SHA, when an object resolved it
+    match: str | None  # the tree commit that carries the fix
+    evidence: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    tree: Path
+    rev: str
+    head: str
+    release: KernelRelease
+    upstream: str | None
+    patchsets: tuple[Patchset, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return audit_exit_code(f.status for f in self.findings)
+
+    def to_json(self) -> str:
+        counts = {status.value: 0 for status in AuditStatus}
+        for finding in self.findings:
+            counts[finding.status.value] += 1
+        data = {
+            "schema": SCHEMA,
+            "tree": str(self.tree),
+            "rev": self.rev,
+            "commit": self.head,
+            "kernel": self.release.raw,
+            "upstream": self.upstream,
+            "exit_code": int(self.exit_code),
+            "summary": counts,
+            "patchsets": [
+                {
+                    "name": patchset.name,
+                    "needed": patchset.needed_for(self.release.version),
+                    "range": patchset.range_text,
+                    "commits": [
+                        {
+                            "sha": f.commit.sha,
+                            "upstream_sha": f.upstream_sha,
+                            "subject": f.commit.subject,
+                            "status": f.status.value,
+                            "match": f.match,
+                            "evidence": f.evidence,
+                        }
+                        for f in self.findings
+                        if f.patchset == patchset.name
+                    ],
+                }
+                for patchset in self.patchsets
+            ],
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    def to_text(self) -> str:
+        header = ("PATCHSET", "COMMIT", "STATUS", "EVIDENCE")
+        rows = [(f.patchset, f.commit.sha[:12], f.status.value, f.evidence) for f in self.findings]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+        lines = [
+            f"kcheck audit: {self.tree} at {self.rev} ({self.head[:12]}), kernel {self.release.raw}",
+            "",
+        ]
+        for row in [header, *rows]:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+        statuses = [f.status for f in self.findings]
+        present = sum(status in PRESENT for status in statuses)
+        missing = statuses.count(AuditStatus.MISSING)
+        unknown = statuses.count(AuditStatus.UNKNOWN)
+        not_needed = statuses.count(AuditStatus.NOT_NEEDED)
+        lines += [
+            "",
+            f"result: {present} present, {missing} missing, {unknown} unknown, "
+            f"{not_needed} not needed (exit {int(self.exit_code)})",
+        ]
+        if unknown:
+            lines.append(
+                "unknown: no upstream object to compare patch-ids with; "
+                "pass --upstream with a clone or URL of the upstream repository"
+            )
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Git part. Everything here only reads the audited tree.
+
+# The same diff options on both sides, so patch-ids compare; never run repo-configured
+# external diff or textconv programs.
+_DIFF_OPTIONS = ("-p", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    path: Path
+    repo: git.Repo
+    rev: str
+    head: str
+    release: KernelRelease
+
+
+@dataclass(frozen=True)
+class UpstreamCommit:
+    """A catalog commit resolved to an object, in the tree's repo or in the upstream one."""
+
+    sha: str
+    repo: git.Repo
+    authored: int
+    files: tuple[str, ...]
+
+
+class AmbiguousSha(Exception):
+    pass
+
+
+def _resolve(repo: git.Repo, name: str) -> str | None:
+    """The full SHA of commit `name` in `repo`, None when there is no such commit."""
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}")
+    except git.GitCommandError as exc:
+        if "ambiguous" in str(exc.stderr):
+            raise AmbiguousSha(name) from None
+        return None
+
+
+def open_tree(path: Path, rev: str) -> KernelTree:
+    """Open a kernel git tree at `rev` and read its version from the Makefile at that rev."""
+    try:
+        repo = git.Repo(path)
+    except (git.NoSuchPathError, git.InvalidGitRepositoryError):
+        raise KcheckError(
+            f"{path}: not a git repository; pass the top directory of a kernel git tree"
+        ) from None
+    try:
+        head = _resolve(repo, rev)
+    except AmbiguousSha:
+        head = None
+    if head is None:
+        raise KcheckError(f"{path}: unknown rev {rev!r}; pass --rev with a branch, tag or commit of that tree")
+    try:
+        makefile = repo.git.cat_file("blob", f"{head}:Makefile")
+    except git.GitCommandError:
+        raise KcheckError(
+            f"{path}: {rev} has no top-level Makefile; pass the root of a kernel tree"
+        ) from None
+    try:
+        release = version_from_makefile(makefile)
+    except ValueError as exc:
+        raise KcheckError(f"{path}: Makefile at {rev}: {exc}") from None
+    return KernelTree(path=path, repo=repo, rev=rev, head=head, release=release)
+
+
+@contextmanager
+def open_upstream(spec: str, tags: Iterable[str]) -> Iterator[git.Repo]:
+    """The upstream objects to compare with: a local clone as is, or `tags` fetched from a URL.
+
+    A URL is fetched into a throwaway bare repo (commits only; trees and blobs come on
+    demand), never into the audited tree.
+    """
+    path = Path(spec).expanduser()
+    if path.exists():
+        try:
+            repo = git.Repo(path)
+        except git.InvalidGitRepositoryError:
+            raise KcheckError(f"--upstream {spec}: not a git repository; pass a kernel clone or URL") from None
+        with repo:
+            yield repo
+        return
+    if "://" not in spec and ":" not in spec:
+        raise KcheckError(f"--upstream {spec}: no such directory, and not a URL; pass a kernel clone or URL")
+    with tempfile.TemporaryDirectory(prefix="kcheck-upstream-") as scratch, git.Repo.init(
+        scratch, bare=True
+    ) as repo:
+        refspecs = [f"refs/tags/{tag}:refs/tags/{tag}" for tag in sorted(set(tags))]
+        try:
+            remote = repo.create_remote("upstream", spec)
+            remote.fetch(refspecs, filter="tree:0", no_tags=True)
+        except (git.UnsafeProtocolError, git.UnsafeOptionError):
+            raise KcheckError(
+                f"--upstream {spec}: refused an unsafe git transport; "
+                "pass an https://, ssh://, git:// or file:// URL, or a local clone"
+            ) from None
+        except git.GitCommandError as exc:
+            raise KcheckError(
+                f"--upstream {spec}: cannot fetch tags {', '.join(sorted(set(tags)))}: "
+                f"{_git_reason(exc.stderr)}; pass a reachable URL or a local clone"
+            ) from None
+        yield repo
+
+
+def _git_reason(stderr: str) -> str:
+    """The line of git's stderr that says what went wrong: its first fatal/error line."""
+    # GitPython wraps it as "\n  stderr: '...'".
+    lines = [line.strip().removeprefix("stderr:").strip(" '\"") for line in str(stderr).splitlines()]
+    lines = [line for line in lines if line.startswith(("fatal:", "error:"))] or [x for x in lines if x]
+    return lines[0] if lines else "git failed"
+
+
+def audit(
+    tree: KernelTree, patchsets: Sequence[Patchset], upstream: git.Repo | None, upstream_spec: str | None
+) -> AuditReport:
+    """Classify every commit of every selected patchset against the tree."""
+    version = tree.release.version
+    needed = [commit for patchset in patchsets if patchset.needed_for(version) for commit in patchset.commits]
+    sources = [tree.repo] if upstream is None else [tree.repo, upstream]
+    resolved = {commit.sha: _resolve_catalog_commit(commit, sources) for commit in needed}
+    in_history = {
+        sha for sha, found in resolved.items()
+        if found is not None and found.repo is tree.repo and _is_ancestor(tree, found.sha)
+    }
+    open_commits = [commit for commit in needed if commit.sha not in in_history]
+    backports = _find_backports(
+        tree, {c.sha: resolved[c.sha].sha if resolved[c.sha] else c.sha for c in open_commits}
+    )
+    to_compare = [resolved[c.sha] for c in open_commits if c.sha not in backports]
+    equivalents = _find_equivalents(tree, [found for found in to_compare if found is not None])
+
+    findings = []
+    for patchset in patchsets:
+        for commit in patchset.commits:
+            if not patchset.needed_for(version):
+                evidence = f"kernel {tree.release.raw} is outside {patchset.range_text}"
+                findings.append(Finding(patchset.name, commit, AuditStatus.NOT_NEEDED, None, None, evidence))
+                continue
+            found = resolved[commit.sha]
+            backport = backports.get(commit.sha)
+            equivalent = equivalents.get(found.sha) if found else None
+            status = classify(commit.sha in in_history, backport, equivalent, found is not None)
+            sighting = backport if status == AuditStatus.BACKPORTED else equivalent
+            findings.append(
+                Finding(
+                    patchset=patchset.name,
+                    commit=commit,
+                    status=status,
+                    upstream_sha=found.sha if found else None,
+                    match=found.sha if status == AuditStatus.ANCESTOR else sighting and sighting.commit,
+                    evidence=describe(status, tree.rev, found, sighting),
+                )
+            )
+    return AuditReport(
+        tree.path, tree.rev, tree.head, tree.release, upstream_spec, tuple(patchsets), tuple(findings)
+    )
+
+
+def describe(status: AuditStatus, rev: str, found: UpstreamCommit | None, sighting: Sighting | None) -> str:
+    """The evidence for a status, in one line."""
+    if sighting is not None:
+        return f"{sighting.commit[:12]} {sighting.subject!r}: {sighting.reason}"
+    if status == AuditStatus.ANCESTOR and found is not None:
+        return f"{found.sha[:12]} is in the history of {rev}"
+    if status == AuditStatus.MISSING and found is not None:
+        since = time.strftime("%Y-%m-%d", time.gmtime(found.authored))
+        return (
+            f"no backport trailer names it; no commit touching its {len(found.files)} file(s) "
+            f"since {since} has its patch-id"
+        )
+    return "no backport trailer names it; no upstream object to compare patch-ids with"
+
+
+def _resolve_catalog_commit(commit: Commit, sources: Sequence[git.Repo]) -> UpstreamCommit | None:
+    """Find the catalog commit's object in the first source that has it; check its subject."""
+    for repo in sources:
+        try:
+            sha = _resolve(repo, commit.sha)
+        except AmbiguousSha:
+            raise KcheckError(
+                f"catalog commit {commit.sha} ({commit.subject!r}) is ambiguous in {repo.git_dir}; "
+                "give more hex digits in the catalog"
+            ) from None
+        if sha is None:
+            continue
+        header, _, names = repo.git.show(
+            "--no-renames", "--format=%at%x1f%s", "--name-only", sha
+        ).partition("\n")
+        authored, _, subject = header.partition("\x1f")
+        if _normalized(subject) != _normalized(commit.subject):
+            raise KcheckError(
+                f"catalog commit {commit.sha} resolves to {sha[:12]} {_readable(subject)!r}, "
+                f"but the catalog says {commit.subject!r}; fix the sha or subject in the catalog"
+            )
+        files = tuple(name for name in names.splitlines() if name)
+        return UpstreamCommit(sha=sha, repo=repo, authored=int(authored), files=files)
+    return None
+
+
+def _normalized(subject: str) -> str:
+    return " ".join(subject.split())
+
+
+def _readable(text: str) -> str:
+    """Commit text with undecodable bytes replaced, so printing it cannot fail."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _is_ancestor(tree: KernelTree, sha: str) -> bool:
+    try:
+        tree.repo.git.merge_base("--is-ancestor", sha, tree.head)
+    except git.GitCommandError as exc:
+        if exc.status == 1:
+            return False
+        raise KcheckError(f"{tree.path}: git merge-base failed: {_git_reason(exc.stderr)}") from None
+    return True
+
+
+def _find_backports(tree: KernelTree, wanted: dict[str, str]) -> dict[str, Sighting]:
+    """Catalog SHA -> the newest tree commit whose trailer names it; one `git log --grep` pass.
+
+    `wanted` maps each catalog SHA to the best SHA known for it (full when resolved).
+    """
+    if not wanted:
+        return {}
+    output = tree.repo.git.log(
+        tree.head, "--regexp-ignore-case", "--extended-regexp",
+        f"--grep={grep_pattern(wanted.values())}", "--format=%x1e%H%x1f%s%x1f%B",
+    )
+    found: dict[str, Sighting] = {}
+    for record in output.split("\x1e")[1:]:
+        commit, subject, message = record.split("\x1f", 2)
+        for trailer_sha, trailer in trailer_shas(message):
+            for catalog_sha, known_sha in wanted.items():
+                if catalog_sha not in found and len(trailer_sha) >= _MIN_ABBREV and same_commit(
+                    trailer_sha, known_sha
+                ):
+                    found[catalog_sha] = Sighting(commit, _readable(subject), _readable(trailer))
+    return found
+
+
+def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> dict[str, Sighting]:
+    """Upstream SHA -> a tree commit with the same `git patch-id --stable`.
+
+    Only commits that touch the fixes' files since the oldest fix was authored are diffed.
+    """
+    if not commits:
+        return {}
+    upstream_ids: dict[str, str] = {}  # patch-id -> upstream SHA
+    for repo in {id(c.repo): c.repo for c in commits}.values():
+        shas = [c.sha for c in commits if c.repo is repo]
+        diffs = repo.git.show(*_DIFF_OPTIONS, "--format=commit %H", *shas, as_process=True)
+        for patch_id, sha in _patch_ids(repo, diffs).items():
+            upstream_ids.setdefault(patch_id, sha)
+    files = sorted({name for c in commits for name in c.files})
+    if not files:
+        return {}
+    since = min(c.authored for c in commits)
+    diffs = tree.repo.git(literal_pathspecs=True).log(
+        tree.head, "--no-merges", "--full-history", "--full-diff", f"--since=@{since}",
+        *_DIFF_OPTIONS, "--format=commit %H", "--", *files, as_process=True,
+    )
+    matches = {
+        upstream_ids[patch_id]: (commit, patch_id)
+        for patch_id, commit in _patch_ids(tree.repo, diffs).items()
+        if patch_id in upstream_ids
+    }
+    if not matches:
+        return {}
+    subjects = dict(
+        line.split("\x1f", 1)
+        for line in tree.repo.git.show(
+            "--no-walk", "-s", "--format=%H%x1f%s", *{commit for commit, _ in matches.values()}
+        ).splitlines()
+    )
+    return {
+        upstream_sha: Sighting(commit, _readable(subjects[commit]), f"same patch-id {patch_id[:12]}")
+        for upstream_sha, (commit, patch_id) in matches.items()
+    }
+
+
+def _patch_ids(repo: git.Repo, diffs: git.Git.AutoInterrupt) -> dict[str, str]:
+    """patch-id -> commit for the patches a running git process writes; the first one wins.
+
+    The diff streams from one git process into `git patch-id` without passing through Python.
+    """
+    output = repo.git.patch_id("--stable", istream=diffs.stdout)
+    diffs.wait()
+    ids: dict[str, str] = {}
+    for line in output.splitlines():
+        patch_id, commit = line.split()
+        ids.setdefault(patch_id, commit)
+    return ids
