@@ -19,6 +19,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
+    from kcheck.cr import cli as cr_cli
     from kcheck.patchsets import cli as patchsets_cli
     from kcheck.probe import cli as probe_cli
 
@@ -32,6 +33,7 @@ def build_parser() -> ArgumentParser:
     )
     probe_cli.register(jobs)
     patchsets_cli.register(jobs)
+    cr_cli.register(jobs)
     return parser
 
 

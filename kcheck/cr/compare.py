@@ -1,0 +1,172 @@
+"""kcheck cr compare: can a checkpoint taken on the source host be restored on the target?
+
+Both inputs are `kcheck probe --format json` reports. The rules: the target is ready;
+every check that passes on the source passes on the target; the target runs the same
+architecture and a kernel at least as new; its criu is at least as new as the source's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kcheck.core.release import parse_release
+from kcheck.core.result import SCHEMA, ExitCode, Status
+from kcheck.errors import KcheckError
+
+COMPARE_SCHEMA = "kcheck.cr.compare/1"
+_CRIU_VERSION = re.compile(r"\d+(\.\d+)*")
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What compare reads from one probe report."""
+
+    path: str
+    hostname: str
+    verdict: str
+    release: str
+    machine: str | None
+    criu: str | None
+    statuses: dict[str, str]  # check id -> status
+    details: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason the checkpoint would not restore on the target."""
+
+    rule: str  # target-ready, check, kernel, criu
+    message: str
+    check: str | None = None
+
+
+def load_report(path: Path) -> HostReport:
+    """A probe JSON report; bad input (exit 3) naming the file when it is not one."""
+    fix = "make it with `kcheck probe --format json --output FILE`"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KcheckError(f"{path}: no such file; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KcheckError(f"{path}: not readable JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise KcheckError(f"{path}: not a {SCHEMA} probe report; {fix}")
+    kernel, tools, checks = data.get("kernel"), data.get("tools"), data.get("checks")
+    well_formed = (
+        isinstance(kernel, dict) and isinstance(kernel.get("release"), str)
+        and isinstance(tools, dict) and isinstance(checks, list)
+        and all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in checks)
+        and all(c.get("status") in set(Status) for c in checks)
+        and isinstance(data.get("verdict"), str)
+    )
+    if not well_formed:
+        raise KcheckError(f"{path}: a {SCHEMA} report without verdict, kernel.release, tools or checks; {fix}")
+    criu = tools.get("criu")
+    return HostReport(
+        path=str(path),
+        hostname=str(data.get("hostname", "?")),
+        verdict=data["verdict"],
+        release=kernel["release"],
+        machine=kernel.get("machine"),
+        criu=criu if isinstance(criu, str) else None,
+        statuses={c["id"]: c["status"] for c in checks},
+        details={c["id"]: str(c.get("detail", "")) for c in checks},
+    )
+
+
+def _criu_key(version: str) -> tuple[int, ...] | None:
+    return tuple(int(part) for part in version.split(".")) if _CRIU_VERSION.fullmatch(version) else None
+
+
+def compare(source: HostReport, target: HostReport) -> list[Problem]:
+    problems = []
+    if target.verdict != "ready":
+        problems.append(Problem("target-ready", f"target is {target.verdict}, not ready: run kcheck probe there"))
+    for check, status in source.statuses.items():
+        on_target = target.statuses.get(check)
+        if status == Status.PASS and on_target != Status.PASS:
+            detail = f": {target.details[check]}" if on_target else ""
+            problems.append(Problem(
+                "check", f"{check} passes on the source but is {on_target or 'not run'} on the target{detail}",
+                check,
+            ))
+    problems += _kernel_problems(source, target)
+    problems += _criu_problems(source, target)
+    return problems
+
+
+def _kernel_problems(source: HostReport, target: HostReport) -> list[Problem]:
+    if source.machine != target.machine:
+        return [Problem("kernel", f"architectures differ: source {source.machine}, target {target.machine}")]
+    old, new = parse_release(source.release), parse_release(target.release)
+    if old is None or new is None:
+        unreadable = source.release if old is None else target.release
+        return [Problem("kernel", f"kernel release {unreadable!r} has no version to compare")]
+    if new.version < old.version:
+        return [Problem(
+            "kernel",
+            f"target kernel {new.version} is older than source kernel {old.version}: "
+            "the images may use features it lacks",
+        )]
+    return []
+
+
+def _criu_problems(source: HostReport, target: HostReport) -> list[Problem]:
+    for host, name in ((source, "source"), (target, "target")):
+        if host.criu is None:
+            return [Problem("criu", f"no criu version in the {name} report: install criu there and probe as root")]
+    old, new = _criu_key(str(source.criu)), _criu_key(str(target.criu))
+    if old is None or new is None:
+        return [Problem("criu", f"criu versions {source.criu!r} and {target.criu!r} cannot be compared")]
+    if new < old:
+        return [Problem("criu", f"target criu {target.criu} is older than source criu {source.criu}")]
+    return []
+
+
+def exit_code(problems: list[Problem]) -> ExitCode:
+    return ExitCode.NOT_READY if problems else ExitCode.READY
+
+
+def _host(report: HostReport) -> dict[str, Any]:
+    return {
+        "report": report.path, "hostname": report.hostname, "verdict": report.verdict,
+        "kernel": report.release, "machine": report.machine, "criu": report.criu,
+    }
+
+
+def render_json(source: HostReport, target: HostReport, problems: list[Problem]) -> str:
+    return json.dumps({
+        "schema": COMPARE_SCHEMA,
+        "compatible": not problems,
+        "exit_code": int(exit_code(problems)),
+        "source": _host(source),
+        "target": _host(target),
+        "problems": [asdict(p) for p in problems],
+    }, indent=2) + "\n"
+
+
+def render_text(source: HostReport, target: HostReport, problems: list[Problem]) -> str:
+    lines = ["kcheck cr compare: can a checkpoint taken on the source restore on the target?"]
+    lines += [
+        f"  {label} {host.hostname}: kernel {host.release} ({host.machine}), "
+        f"criu {host.criu or 'unknown'}, {host.verdict}"
+        for label, host in (("source", source), ("target", target))
+    ]
+    lines += [f"  FAIL {p.rule}: {p.message}" for p in problems]
+    if problems:
+        lines.append(f"verdict: not compatible (exit 1): {len(problems)} problem(s)")
+    else:
+        lines.append("verdict: compatible (exit 0)")
+    return "\n".join(lines) + "\n"
+
+
+def run_compare(source_path: Path, target_path: Path, output_format: str) -> int:
+    source, target = load_report(source_path), load_report(target_path)
+    problems = compare(source, target)
+    render = render_json if output_format == "json" else render_text
+    print(render(source, target, problems), end="")
+    return int(exit_code(problems))

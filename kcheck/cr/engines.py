@@ -1,0 +1,140 @@
+"""The container engines: which one knows a container, what it says about it, and the
+native checkpoint/restore command lines of docker and podman (REFERENCE §4)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kcheck.cr.runner import Refused, query, tail
+from kcheck.errors import KcheckError
+
+# docker's and podman's rule for names, which hex ids also satisfy. No leading '-',
+# so a name can never be read as an option by the engine.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+RUNC_CONF = Path("/etc/criu/runc.conf")
+TCP_ESTABLISHED = "tcp-established"
+
+
+def validate_name(value: str, what: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise KcheckError(
+            f"{what} {value!r} is not a valid container name or id: use letters, digits, "
+            "'_', '.' and '-', starting with a letter or digit"
+        )
+    return value
+
+
+def require_tool(tool: str) -> str:
+    """The tool's path; bad input (exit 3) when it is not installed."""
+    path = shutil.which(tool)
+    if path is None:
+        raise KcheckError(f"{tool} is not installed (not on PATH); install it or pick another --engine")
+    return path
+
+
+def podman_knows(container: str) -> bool:
+    return shutil.which("podman") is not None and (
+        query(["podman", "container", "exists", container]).returncode == 0
+    )
+
+
+def inspect(engine: str, container: str) -> dict[str, Any]:
+    """`ENGINE container inspect`; an unknown container is bad input with the engine's words."""
+    require_tool(engine)
+    done = query([engine, "container", "inspect", container])
+    if done.returncode != 0:
+        raise KcheckError(
+            f"container {container}: {engine} does not know it ({tail(done.stderr, 1)}); "
+            f"check the name with `{engine} ps -a`"
+        )
+    try:
+        found = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        found = None
+    if not (isinstance(found, list) and found and isinstance(found[0], dict)):
+        raise KcheckError(f"{engine} container inspect {container}: unreadable answer")
+    return found[0]
+
+
+# --- docker (native) ------------------------------------------------------------------
+
+
+def docker_precheck(need_criu: bool) -> None:
+    """docker checkpoint needs an experimental daemon, and criu on the host to C/R."""
+    done = query(["docker", "info", "--format", "{{json .ExperimentalBuild}}"])
+    if done.returncode != 0:
+        raise Refused(f"docker info failed: {tail(done.stderr, 1)}; is dockerd running?")
+    if done.stdout.strip() != "true":
+        raise Refused(
+            "the docker daemon runs without experimental features, which docker checkpoint needs: "
+            'add {"experimental": true} to /etc/docker/daemon.json and restart dockerd'
+        )
+    if need_criu and shutil.which("criu") is None:
+        raise Refused("criu is not installed; docker checkpoint needs criu >= 2.0 (apt-get install criu)")
+
+
+def runc_conf_has_tcp_established() -> bool:
+    try:
+        lines = RUNC_CONF.read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split("#")[0].strip() == TCP_ESTABLISHED for line in lines)
+
+
+def docker_checkpoint_argv(
+    container: str, name: str, directory: Path | None, leave_running: bool
+) -> list[str]:
+    return [
+        "docker", "checkpoint", "create",
+        *(["--leave-running"] if leave_running else []),
+        *(["--checkpoint-dir", str(directory)] if directory else []),
+        container, name,
+    ]
+
+
+def docker_restore_argv(container: str, name: str, directory: Path | None) -> list[str]:
+    return [
+        "docker", "start", "--checkpoint", name,
+        *(["--checkpoint-dir", str(directory)] if directory else []),
+        container,
+    ]
+
+
+def docker_list_argv(container: str, directory: Path | None) -> list[str]:
+    return [
+        "docker", "checkpoint", "ls",
+        *(["--checkpoint-dir", str(directory)] if directory else []),
+        container,
+    ]
+
+
+# --- podman ---------------------------------------------------------------------------
+
+
+def podman_checkpoint_argv(
+    container: str, leave_running: bool, tcp_established: bool, export: Path | None
+) -> list[str]:
+    return [
+        "podman", "container", "checkpoint",
+        *(["-R"] if leave_running else []),
+        *(["--tcp-established"] if tcp_established else []),
+        *(["-e", str(export)] if export else []),
+        container,
+    ]
+
+
+def podman_restore_argv(
+    container: str | None, import_file: Path | None, new_name: str | None, tcp_established: bool
+) -> list[str]:
+    """With -i the container comes from the archive: podman refuses a container argument."""
+    return [
+        "podman", "container", "restore",
+        *(["-i", str(import_file)] if import_file else []),
+        *(["-n", new_name] if new_name else []),
+        *(["--tcp-established"] if tcp_established else []),
+        *([container] if container and not import_file else []),
+    ]

@@ -1,0 +1,210 @@
+"""External C/R: criu dump/restore of a docker container's process tree, as CRIU's
+docker_cr.sh does it (REFERENCE §4). Docker is not told, so its view goes stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from kcheck.core.output import write_atomic
+from kcheck.core.procparse import mount_at, parse_mountinfo
+from kcheck.cr.runner import Refused, Runner
+from kcheck.errors import KcheckError
+
+MANIFEST_NAME = "kcheck-manifest.json"
+MANIFEST_SCHEMA = "kcheck.cr.manifest/1"
+DEFAULT_DIR = Path("/var/lib/kcheck/checkpoints")
+# The files docker bind-mounts into every container, and where `docker inspect` names them.
+DOCKER_FILES = {
+    "/etc/resolv.conf": "ResolvConfPath",
+    "/etc/hosts": "HostsPath",
+    "/etc/hostname": "HostnamePath",
+}
+CRIU_COMMON = ["--manage-cgroups", "--evasive-devices"]
+# Manifest field annotations (strings, under `from __future__ import annotations`) -> JSON types.
+_FIELD_TYPES = {"str": str, "int": int, "bool": bool, "dict[str, str]": dict}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything restore needs, written beside the images at dump time."""
+
+    container_id: str
+    container_name: str
+    pid: int
+    root: str  # overlay2 MergedDir: the container's rootfs
+    lowerdir: str
+    upperdir: str
+    workdir: str
+    host_files: dict[str, str]  # container path -> host file (DOCKER_FILES)
+    tcp_established: bool
+    kernel_release: str
+    created_at: str
+
+    @property
+    def overlay_options(self) -> str:
+        return f"lowerdir={self.lowerdir},upperdir={self.upperdir},workdir={self.workdir}"
+
+    def matches(self, container: str) -> bool:
+        return container == self.container_name or self.container_id.startswith(container)
+
+
+def image_dir(directory: Path | None, container: str, name: str) -> Path:
+    """Images go in DIR/NAME, as docker's --checkpoint-dir; DIR defaults per container."""
+    return (directory or DEFAULT_DIR / container).absolute() / name
+
+
+def manifest_from_inspect(info: dict[str, Any], tcp_established: bool) -> Manifest:
+    """Read what dump and restore need from `docker container inspect`; bad input otherwise."""
+    name = str(info.get("Name", "")).lstrip("/")
+    state = info.get("State") or {}
+    pid = state.get("Pid")
+    if not (isinstance(pid, int) and pid > 0):
+        raise KcheckError(f"container {name} is not running (State.Pid {pid}); start it, then checkpoint")
+    driver = info.get("GraphDriver") or {}
+    if driver.get("Name") != "overlay2":
+        raise KcheckError(
+            f"container {name} uses storage driver {driver.get('Name')!r}; external C/R supports "
+            "overlay2 only: use --engine docker"
+        )
+    layers = driver.get("Data") or {}
+    missing = [k for k in ("LowerDir", "UpperDir", "WorkDir", "MergedDir") if not layers.get(k)]
+    missing += [key for key in DOCKER_FILES.values() if not info.get(key)]
+    if missing:
+        raise KcheckError(f"docker inspect {name} lacks {', '.join(missing)}; cannot checkpoint it externally")
+    return Manifest(
+        container_id=str(info.get("Id", "")),
+        container_name=name,
+        pid=pid,
+        root=layers["MergedDir"],
+        lowerdir=layers["LowerDir"],
+        upperdir=layers["UpperDir"],
+        workdir=layers["WorkDir"],
+        host_files={path: str(info[key]) for path, key in DOCKER_FILES.items()},
+        tcp_established=tcp_established,
+        kernel_release=os.uname().release,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
+def load_manifest(images: Path, container: str) -> Manifest:
+    """The manifest in `images`; bad input (exit 3) when missing, corrupt or another container's."""
+    path = images / MANIFEST_NAME
+    fix = f"pass the --dir and --name the checkpoint was taken with (images in {images})"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KcheckError(f"no checkpoint manifest at {path}; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KcheckError(f"checkpoint manifest {path} is corrupt ({exc}); take a new checkpoint") from None
+    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
+        raise KcheckError(f"{path} is not a kcheck {MANIFEST_SCHEMA} manifest; {fix}")
+    body = {k: v for k, v in data.items() if k != "schema"}
+    expected = {f.name: _FIELD_TYPES[str(f.type)] for f in fields(Manifest)}
+    if bad := sorted(k for k in expected.keys() | body.keys() if type(body.get(k)) is not expected.get(k)):
+        raise KcheckError(
+            f"checkpoint manifest {path} is corrupt (bad or missing {', '.join(bad)}); "
+            "take a new checkpoint"
+        )
+    manifest = Manifest(**body)
+    if not manifest.matches(container):
+        raise KcheckError(
+            f"checkpoint in {images} is of container {manifest.container_name}, not {container}; {fix}"
+        )
+    return manifest
+
+
+def dump_argv(manifest: Manifest, images: Path, leave_running: bool) -> list[str]:
+    maps = [arg for path in DOCKER_FILES for arg in ("--ext-mount-map", f"{path}:{path}")]
+    return [
+        "criu", "dump", "-t", str(manifest.pid), "-D", str(images), "-o", "dump.log", "-v4",
+        *CRIU_COMMON, *maps,
+        *(["--leave-running"] if leave_running else []),
+        *(["--tcp-established"] if manifest.tcp_established else []),
+    ]
+
+
+def restore_argv(manifest: Manifest, images: Path) -> list[str]:
+    maps = [arg for path, host in manifest.host_files.items() for arg in ("--ext-mount-map", f"{path}:{host}")]
+    return [
+        "criu", "restore", "-d", "--root", manifest.root, "--pidfile", str(images / "restore.pid"),
+        "-D", str(images), "-o", "restore.log", "-v4",
+        *CRIU_COMMON, *maps,
+        *(["--tcp-established"] if manifest.tcp_established else []),
+    ]
+
+
+def refuse_existing(images: Path) -> None:
+    """Never dump over a checkpoint: criu would mix two dumps' images."""
+    if (images / MANIFEST_NAME).exists():
+        raise KcheckError(f"a checkpoint already exists in {images}; pick another --name or remove it")
+
+
+def dump(manifest: Manifest, images: Path, leave_running: bool, runner: Runner) -> None:
+    runner.note(f"create {images}")
+    if not runner.dry_run:
+        images.mkdir(parents=True, exist_ok=True)
+    runner.run(dump_argv(manifest, images, leave_running), log=images / "dump.log")
+    runner.note(f"write the restore manifest {images / MANIFEST_NAME}")
+    if not runner.dry_run:
+        write_atomic(images / MANIFEST_NAME, json.dumps({"schema": MANIFEST_SCHEMA, **asdict(manifest)}, indent=2) + "\n")
+
+
+def check_layers(manifest: Manifest) -> None:
+    """The overlay layers must still be on this host; checked before anything is mounted."""
+    layers = (manifest.upperdir, manifest.workdir, *manifest.lowerdir.split(":"))
+    if gone := [layer for layer in layers if not Path(layer).is_dir()]:
+        raise KcheckError(
+            f"the layers of container {manifest.container_name} are gone ({', '.join(gone)}); "
+            "external restore needs the container and its image on this host"
+        )
+
+
+def restore(manifest: Manifest, images: Path, runner: Runner) -> int | None:
+    """Mount the rootfs as criu needs it, restore, and undo every mount made here.
+
+    Returns the restored tree's pid, when criu wrote it.
+    """
+    root = Path(manifest.root)
+    pidfile = images / "restore.pid"
+    if pidfile.exists():  # criu creates the pidfile exclusively
+        runner.note(f"remove {pidfile} left by an earlier restore")
+        if not runner.dry_run:
+            pidfile.unlink()
+    undo: list[list[str]] = []
+    try:
+        if mount_at(parse_mountinfo(Path("/proc/self/mountinfo").read_text()), str(root)) is None:
+            runner.note(f"{root} is not mounted: re-create the overlay rootfs")
+            if not runner.dry_run:
+                root.mkdir(parents=True, exist_ok=True)
+            runner.run(["mount", "-t", "overlay", "overlay", "-o", manifest.overlay_options, str(root)])
+            undo.append(["umount", str(root)])
+        # criu pivot_roots into --root: it must be a mount point of its own (docker_cr.sh).
+        runner.run(["mount", "--rbind", str(root), str(root)])
+        undo.append(["umount", "--recursive", str(root)])
+        runner.run(restore_argv(manifest, images), log=images / "restore.log")
+    except BaseException as failure:
+        if left := _undo_mounts(undo, runner):
+            raise Refused(f"{failure}\n{left}") from failure
+        raise
+    if left := _undo_mounts(undo, runner):
+        raise Refused(left)
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _undo_mounts(undo: list[list[str]], runner: Runner) -> str:
+    """Unmount in reverse, trying every one; what could not be undone, or ''."""
+    left = []
+    for argv in reversed(undo):
+        try:
+            runner.run(argv)
+        except KcheckError as exc:
+            left.append(str(exc))
+    return "could not undo every mount kcheck made:\n" + "\n".join(left) if left else ""

@@ -1,0 +1,61 @@
+"""The pre-flight: the probe's required checks, in-process, before any checkpoint or restore.
+
+A checkpoint on a kernel with the overlayfs or AIO bugs loses the container, so kcheck
+refuses to run one there unless told loudly not to check.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kcheck.core.render import STATUS_LABEL
+from kcheck.core.result import Report, Status, Verdict
+from kcheck.cr.runner import Refused
+
+CRIU_CHECK = "criu.check"
+
+
+def run_preflight(action: str, external: bool, config: Path | None) -> Report:
+    """Probe the running kernel; refuse (exit 1) unless every required check passes.
+
+    External C/R runs the installed criu itself, so `criu check` is required too.
+    """
+    from kcheck.probe.cli import probe_setup
+    from kcheck.probe.engine import run_probe, select_checks
+
+    specs = [spec for spec in select_checks(require=[CRIU_CHECK] if external else []) if spec.required]
+    catalog, ctx = probe_setup(config=config)
+    report = run_probe(specs, ctx, catalog)
+    if report.verdict != Verdict.READY:
+        raise Refused(refusal(action, report))
+    print(
+        f"kcheck: pre-flight: kernel {report.kernel.get('release')} is ready "
+        f"({len(report.checks)} required checks pass)",
+        file=sys.stderr,
+    )
+    return report
+
+
+def refusal(action: str, report: Report) -> str:
+    """The failing checks, each with its remedy: the patchset that fixes it, a kernel, a tool."""
+    required = [c for c in report.checks if c.required]
+    failing = [c for c in required if c.status != Status.PASS]
+    lines = [
+        f"pre-flight refused the {action}: kernel {report.kernel.get('release')} is {report.verdict} "
+        f"({len(failing)} of {len(required)} required checks not passing)"
+    ]
+    for check in failing:
+        lines.append(f"  {STATUS_LABEL[check.status]} {check.id}: {check.detail}")
+        if check.remedy:
+            lines.append(f"      fix: {check.remedy}")
+    lines.append("run `kcheck probe` for the full report; --skip-preflight runs anyway, at the container's risk")
+    return "\n".join(lines)
+
+
+def warn_skipped(action: str) -> None:
+    print(
+        f"kcheck: WARNING: --skip-preflight: the kernel was NOT checked before this {action}; "
+        "on a kernel with the overlayfs or AIO bugs the container can be lost",
+        file=sys.stderr,
+    )

@@ -1,0 +1,72 @@
+"""Running engine commands: always argv lists, never a shell; printed instead under --dry-run."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kcheck.core.result import ExitCode
+from kcheck.errors import KcheckError
+
+STDERR_TAIL_LINES = 5
+QUERY_TIMEOUT = 60.0
+
+
+class Refused(KcheckError):
+    """The host, the pre-flight or an engine command said no: exit 1, not bad input."""
+
+    exit_code = ExitCode.NOT_READY
+
+
+def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(kept) or "(no output on stderr)"
+
+
+def query(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """A read-only question to an engine (inspect, info): it runs even under --dry-run."""
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise KcheckError(f"{shlex.join(argv)} did not answer in {QUERY_TIMEOUT:.0f}s") from None
+    except OSError as exc:
+        raise KcheckError(f"cannot run {argv[0]}: {exc.strerror}; is it installed?") from None
+
+
+@dataclass
+class Runner:
+    """Runs the commands that change something, or under --dry-run prints them as shell lines."""
+
+    dry_run: bool
+
+    def run(self, argv: list[str], log: Path | None = None) -> None:
+        """Run argv; on failure raise Refused with its stderr's last lines (and its log file)."""
+        line = shlex.join(argv)
+        if self.dry_run:
+            print(line, flush=True)
+            return
+        print(f"kcheck: run: {line}", file=sys.stderr, flush=True)
+        # stderr goes to a file, not a pipe: `criu restore -d` leaves daemons behind,
+        # and a pipe they inherited would never reach EOF.
+        with tempfile.TemporaryFile("w+") as stderr:
+            try:
+                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=stderr).returncode
+            except OSError as exc:
+                raise KcheckError(f"cannot run {argv[0]}: {exc.strerror}; is it installed?") from None
+            stderr.seek(0)
+            errors = stderr.read()
+        if code != 0:
+            where = f"\nsee {log}" if log else ""
+            raise Refused(f"{line} failed (exit {code}):\n{tail(errors)}{where}")
+        sys.stderr.write(errors)
+
+    def note(self, text: str) -> None:
+        """Something kcheck does itself (no command): a comment in the dry-run script."""
+        if self.dry_run:
+            print(f"# {text}", flush=True)

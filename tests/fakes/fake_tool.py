@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""FAKE docker, FAKE podman and FAKE criu for the kcheck cr tests: one script, linked under
+each name. They stand in for what cannot run here: a container engine, and a criu that
+works on this kernel.
+
+Every call is appended to $KCHECK_FAKE_STATE/calls.jsonl as {"tool", "argv"}; answers come
+from $KCHECK_FAKE_STATE/state.json:
+  {"docker": {"containers": [inspect objects], "experimental": true},
+   "podman": {"containers": [...]},
+   "criu": {"version": "4.1", "check_output": "Looks good.", "check_returncode": 0},
+   "fail": {"criu restore": {"returncode": 1, "stderr": "..."}}}   # by argv prefix
+A FAKE criu restore also records which filesystems are mounted at its --root, so a test
+can see the real overlay and bind mounts kcheck made for it.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+STATE = Path(os.environ["KCHECK_FAKE_STATE"])
+
+
+def mounts_at(path: str) -> list[str]:
+    """Filesystem types mounted at path, bottom first (from this namespace's mountinfo)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        head, _, tail = line.partition(" - ")
+        if head.split()[4] == path:
+            found.append(tail.split()[0])
+    return found
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def find(containers: list[dict], ref: str) -> dict | None:
+    return next((c for c in containers if ref == c["Name"].lstrip("/") or c["Id"].startswith(ref)), None)
+
+
+def main() -> int:
+    tool, argv = Path(sys.argv[0]).name, sys.argv[1:]
+    state = json.loads((STATE / "state.json").read_text())
+    record = {"tool": tool, "argv": argv}
+    if tool == "criu" and argv[:1] == ["restore"]:
+        record["mounts_at_root"] = mounts_at(option(argv, "--root"))
+        Path(option(argv, "--pidfile")).write_text("4242\n")
+    with open(STATE / "calls.jsonl", "a") as calls:
+        calls.write(json.dumps(record) + "\n")
+
+    command = " ".join([tool, *argv])
+    for prefix, answer in state.get("fail", {}).items():
+        if command.startswith(prefix):
+            sys.stderr.write(answer["stderr"])
+            return answer["returncode"]
+    engine = state.get(tool, {})
+    if tool == "criu":
+        if argv == ["--version"]:
+            print(f"Version: {engine.get('version', '4.1')}")
+            return 0
+        if argv[:1] == ["check"]:
+            print(engine.get("check_output", "Looks good."))
+            return engine.get("check_returncode", 0)
+        return 0
+    if argv[:2] in (["container", "inspect"], ["container", "exists"]):
+        container = find(engine.get("containers", []), argv[2])
+        if container is None:
+            print(f"Error: No such container: {argv[2]}", file=sys.stderr)
+            return 1
+        if argv[1] == "inspect":
+            print(json.dumps([container]))
+        return 0
+    if argv[:1] == ["info"]:
+        print(json.dumps(engine.get("experimental", True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

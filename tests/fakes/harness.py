@@ -1,0 +1,91 @@
+"""Put the FAKE docker/podman/criu (fake_tool.py) on a temporary PATH and read what they saw."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FAKE_TOOL = Path(__file__).with_name("fake_tool.py")
+# Directories for real system tools (mount, umount, unshare, sh); never /usr/local/bin,
+# where this machine has a daemon-less docker client.
+SYSTEM_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+@dataclass
+class FakeHost:
+    """A bin directory of FAKE tools, their shared state, and the environment that uses them."""
+
+    root: Path
+    tools: tuple[str, ...]
+    system_tools: bool = True
+    state: dict = field(default_factory=lambda: {"docker": {"containers": []}, "podman": {"containers": []}})
+
+    def __post_init__(self) -> None:
+        self.bin.mkdir(parents=True)
+        for tool in self.tools:
+            (self.bin / tool).symlink_to(FAKE_TOOL)
+        self.save()
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def path(self) -> str:
+        """Fakes first; the test venv's python (the fakes' interpreter, and kcheck's); then system."""
+        dirs = [str(self.bin), str(Path(sys.executable).parent)]
+        return os.pathsep.join(dirs + (list(SYSTEM_PATH) if self.system_tools else []))
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PATH": self.path, "KCHECK_FAKE_STATE": str(self.root)}
+
+    def save(self) -> None:
+        (self.root / "state.json").write_text(json.dumps(self.state))
+
+    def add_container(self, engine: str, container: dict) -> None:
+        self.state[engine]["containers"].append(container)
+        self.save()
+
+    def fail(self, prefix: str, stderr: str, returncode: int = 1) -> None:
+        """Make the FAKE calls whose `tool argv...` starts with prefix fail this way."""
+        self.state.setdefault("fail", {})[prefix] = {"stderr": stderr, "returncode": returncode}
+        self.save()
+
+    def calls(self, tool: str | None = None) -> list[dict]:
+        log = self.root / "calls.jsonl"
+        records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return [r for r in records if tool is None or r["tool"] == tool]
+
+    def argvs(self, tool: str) -> list[list[str]]:
+        return [r["argv"] for r in self.calls(tool)]
+
+
+def docker_container(name: str, layers: Path, pid: int = 4242, driver: str = "overlay2") -> dict:
+    """Canned `docker container inspect` of a running container, in overlay2 layout, whose
+    layer directories are real ones under `layers` (created here)."""
+    container_id = (name.encode().hex() * 64)[:64]
+    dirs = {key: layers / key.lower() for key in ("LowerDir", "UpperDir", "WorkDir", "MergedDir")}
+    for directory in dirs.values():
+        directory.mkdir(parents=True, exist_ok=True)
+    (dirs["LowerDir"] / "hello").write_text("from the image\n")
+    files = layers / "container-files"
+    files.mkdir(exist_ok=True)
+    host_files = {}
+    for key, file_name in (("ResolvConfPath", "resolv.conf"), ("HostsPath", "hosts"), ("HostnamePath", "hostname")):
+        (files / file_name).write_text(f"{file_name} of {name}\n")
+        host_files[key] = str(files / file_name)
+    return {
+        "Id": container_id,
+        "Name": f"/{name}",
+        "State": {"Running": pid > 0, "Pid": pid},
+        "GraphDriver": {"Name": driver, "Data": {key: str(path) for key, path in dirs.items()}},
+        **host_files,
+    }
+
+
+def podman_container(name: str) -> dict:
+    return {"Id": (name.encode().hex() * 64)[:64], "Name": name, "State": {"Running": True, "Pid": 4343}}
