@@ -15,7 +15,7 @@ from kcheck.probe.observe import ProbeContext, Unavailable
 CATALOG = load_catalog(None, CHECK_IDS)
 GOOD_CONFIG = {
     "path": "captured",
-    "text": "".join(f"CONFIG_{i.split('.', 1)[1]}=y\n" for i in CHECK_IDS if i.startswith("config.")),
+    "options": {f"CONFIG_{i.split('.', 1)[1]}": "y" for i in CHECK_IDS if i.startswith("config.")},
 }
 
 

@@ -7,6 +7,7 @@ from conftest import load_capture
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kcheck.core.procparse import parse_kconfig
 from kcheck.core.result import Status
 from kcheck.probe import verdicts
 
@@ -96,7 +97,8 @@ def test_fdinfo_field():
 
 
 def test_config_option():
-    obs = {"path": "/boot/config-x", "text": "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n"}
+    options = parse_kconfig("CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n")
+    obs = {"path": "/boot/config-x", "options": options}
     assert verdicts.config_option("CONFIG_A", obs).status == Status.PASS
     assert verdicts.config_option("CONFIG_B", obs).status == Status.PASS
     assert "not set" in verdicts.config_option("CONFIG_C", obs).detail

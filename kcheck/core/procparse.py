@@ -132,17 +132,14 @@ def mapping_at(mappings: list[Mapping], address: int) -> Mapping | None:
     return next((m for m in mappings if m.start == address), None)
 
 
-_CONFIG_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
-_CONFIG_UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set\s*$")
+_CONFIG_LINE = re.compile(
+    r"^(?:(CONFIG_[A-Za-z0-9_]+)=(.*?)|# (CONFIG_[A-Za-z0-9_]+) is not set)[ \t\r]*$", re.M
+)
 
 
 def parse_kconfig(text: str) -> dict[str, str]:
     """A kernel .config as {'CONFIG_X': 'y'|'m'|'n'|value}; an empty dict if none of it is config."""
-    options: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.rstrip()
-        if match := _CONFIG_SET.match(line):
-            options[match.group(1)] = match.group(2)
-        elif match := _CONFIG_UNSET.match(line):
-            options[match.group(1)] = "n"
-    return options
+    return {
+        set_name or unset_name: value if set_name else "n"
+        for set_name, value, unset_name in _CONFIG_LINE.findall(text)
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -90,7 +90,7 @@ def report_dict(report: Report) -> dict:
         "kcheck_version": __version__,
         "mode": report.mode,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "hostname": socket.gethostname(),
+        "hostname": os.uname().nodename,
         "verdict": str(report.verdict),
         "exit_code": int(report.exit_code),
         "kernel": report.kernel,
@@ -124,7 +124,7 @@ def render_junit(report: Report, color: bool = False) -> str:
     import xml.etree.ElementTree as ET
 
     counts = Counter()
-    suite = ET.Element("testsuite", name="kcheck.probe", hostname=socket.gethostname())
+    suite = ET.Element("testsuite", name="kcheck.probe", hostname=os.uname().nodename)
     properties = ET.SubElement(suite, "properties")
     for name, value in (
         ("kernel.release", report.kernel.get("release")),

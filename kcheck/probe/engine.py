@@ -43,6 +43,7 @@ def select_checks(
 
 
 def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext, catalog: dict[str, Patchset]) -> Report:
+    ctx.prefetch(dict.fromkeys(spec.source for spec in specs))
     results = [_run_one(spec, ctx, catalog) for spec in specs]
     release = parse_release(ctx.release)
     kernel: dict[str, object] = {

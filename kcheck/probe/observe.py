@@ -11,11 +11,12 @@ import errno
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,32 @@ class Unavailable(Exception):
     """This process cannot observe the kernel here (privilege, environment); not a verdict."""
 
 
+Finisher = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Background:
+    """A collector that starts work (a child, a tool) and finishes it later, so several
+    can wait at the same time. Called directly, it starts and finishes at once."""
+
+    start: Callable[[ProbeContext], Finisher]
+
+    def __call__(self, ctx: ProbeContext) -> Any:
+        return self.start(ctx)()
+
+
+@dataclass(frozen=True)
+class _Started:
+    finish: Finisher
+
+
+def _collect(produce: Callable[[], Any]) -> Any:
+    try:
+        return produce()
+    except Unavailable as exc:
+        return exc
+
+
 @dataclass
 class ProbeContext:
     """Inputs shared by the collectors, and a cache so each collector runs once."""
@@ -51,13 +78,19 @@ class ProbeContext:
     def __post_init__(self) -> None:
         self._cache: dict[str, Any] = {}
 
+    def prefetch(self, sources: Iterable[str]) -> None:
+        """Start the background collectors among `sources` now, so their waits overlap."""
+        for source in sources:
+            collector = self.sources[source]
+            if source not in self._cache and isinstance(collector, Background):
+                self._cache[source] = _collect(lambda c=collector: _Started(c.start(self)))
+
     def observe(self, source: str) -> Any:
         if source not in self._cache:
-            try:
-                self._cache[source] = self.sources[source](self)
-            except Unavailable as exc:
-                self._cache[source] = exc
+            self._cache[source] = _collect(lambda: self.sources[source](self))
         value = self._cache[source]
+        if isinstance(value, _Started):
+            value = self._cache[source] = _collect(value.finish)
         if isinstance(value, Unavailable):
             raise value
         return value
@@ -93,8 +126,8 @@ def config_candidates(release: str, root: Path = Path("/")) -> list[Path]:
     ]
 
 
-def read_config_file(path: Path) -> str:
-    """A config file's text, gunzipped when needed; KcheckError naming the file otherwise."""
+def read_config_file(path: Path) -> dict[str, str]:
+    """A config file's options, gunzipped when needed; KcheckError naming the file otherwise."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -113,24 +146,24 @@ def read_config_file(path: Path) -> str:
             raise KcheckError(
                 f"config file {path} is a corrupt gzip ({exc}); pass an intact config"
             ) from None
-    text = data.decode("utf-8", errors="replace")
     from kcheck.core.procparse import parse_kconfig
 
-    if not parse_kconfig(text):
+    options = parse_kconfig(data.decode("utf-8", errors="replace"))
+    if not options:
         raise KcheckError(f"config file {path} is not a kernel config (no CONFIG_ lines); pass a .config")
-    return text
+    return options
 
 
-def observe_config(ctx: ProbeContext) -> dict[str, str]:
+def observe_config(ctx: ProbeContext) -> dict[str, Any]:
     if ctx.config_path is not None:
-        return {"path": str(ctx.config_path), "text": read_config_file(ctx.config_path)}
+        return {"path": str(ctx.config_path), "options": read_config_file(ctx.config_path)}
     candidates = config_candidates(ctx.release)
     problems = []
     for path in candidates:
         if not path.exists():
             continue
         try:
-            return {"path": str(path), "text": read_config_file(path)}
+            return {"path": str(path), "options": read_config_file(path)}
         except KcheckError as exc:
             problems.append(str(exc))
     where = ", ".join(str(p) for p in candidates)
@@ -140,42 +173,63 @@ def observe_config(ctx: ProbeContext) -> dict[str, str]:
 # --- criu ----------------------------------------------------------------------------
 
 
-def observe_criu(ctx: ProbeContext) -> dict[str, Any]:
+def start_criu(ctx: ProbeContext) -> Finisher:
     criu = shutil.which("criu")
     if criu is None:
-        return {"installed": False}
-    version = _run_tool([criu, "--version"], ctx.timeout)
+        return lambda: {"installed": False}
     if os.geteuid() != 0:
         raise Unavailable("criu check needs root")
-    check = _run_tool([criu, "check"], ctx.timeout * 3)
-    return {
-        "installed": True,
-        "path": criu,
-        "version_output": version["output"],
-        "returncode": check["returncode"],
-        "output": check["output"],
-    }
+    version = _start_tool([criu, "--version"])
+    check = _start_tool([criu, "check"])
+
+    def finish() -> dict[str, Any]:
+        version_done = _finish_tool(version, ctx.timeout)
+        check_done = _finish_tool(check, ctx.timeout * 3)
+        return {
+            "installed": True,
+            "path": criu,
+            "version_output": version_done["output"],
+            "returncode": check_done["returncode"],
+            "output": check_done["output"],
+        }
+
+    return finish
 
 
-def _run_tool(argv: list[str], timeout: float) -> dict[str, Any]:
+def _start_tool(argv: list[str]) -> subprocess.Popen:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise Unavailable(f"{' '.join(argv)} timed out after {timeout:.0f}s") from None
+        return subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
     except OSError as exc:
         raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
-    return {"returncode": done.returncode, "output": done.stderr + done.stdout}
+
+
+def _finish_tool(process: subprocess.Popen, timeout: float) -> dict[str, Any]:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise Unavailable(f"{shlex.join(process.args)} timed out after {timeout:g}s") from None
+    return {"returncode": process.returncode, "output": stderr + stdout}
 
 
 # --- AIO -----------------------------------------------------------------------------
 
 
-def observe_aio(ctx: ProbeContext) -> dict[str, Any]:
-    """Create an AIO ring in this very process, move it, and test it (CRIU's aio_remap).
+def start_aio(ctx: ProbeContext) -> Finisher:
+    """Create an AIO ring, move it, and test it (CRIU's aio_remap), in a detached child.
 
-    The ring is never inherited across fork: moving an inherited ring oopses kernels
-    without "aio: fix mremap after fork null-deref".
+    The child creates the ring itself: a ring inherited across fork is never moved
+    (that oopses kernels without "aio: fix mremap after fork null-deref"). It reports
+    before io_destroy, whose RCU wait (~30 ms) would otherwise dominate the probe, and
+    is orphaned to init so nobody waits for it.
     """
+    return _start_child("AIO probe", _aio_child, ctx.timeout, detach=True)
+
+
+def _aio_child(report: Callable[[dict[str, Any]], None]) -> None:
     from kcheck.core.procparse import mapping_at, parse_maps
 
     obs: dict[str, Any] = {}
@@ -184,21 +238,23 @@ def observe_aio(ctx: ProbeContext) -> dict[str, Any]:
     except OSError as exc:
         obs["io_setup_errno"] = syscalls.errno_name(exc.errno)
         obs["aio_max_nr"] = _read_or_none("/proc/sys/fs/aio-max-nr")
-        return obs
+        report(obs)
+        return
     live_context = context
     try:
         maps = Path("/proc/self/maps").read_text()
         obs.update(context=context, maps=maps)
         ring = mapping_at(parse_maps(maps), context)
         if ring is None:
-            return obs
-        target = syscalls.mmap(ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS)
+            return
+        target = syscalls.mmap(
+            ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS
+        )
         try:
             live_context = syscalls.mremap_fixed(context, ring.length, target)
         except OSError as exc:
-            syscalls.munmap(target, ring.length)
             obs["remap_errno"] = syscalls.errno_name(exc.errno)
-            return obs
+            return
         obs["moved_to"] = live_context
         result, code = syscalls.io_getevents_probe(live_context)
         obs["getevents_moved"] = [result, syscalls.errno_name(code)]
@@ -206,8 +262,8 @@ def observe_aio(ctx: ProbeContext) -> dict[str, Any]:
         obs["getevents_old"] = [result, syscalls.errno_name(code)]
         obs["reopen_errno"] = _reopen_errno(live_context, live_context + ring.length)
     finally:
+        report(obs)
         _destroy_ring(live_context, context)
-    return obs
 
 
 def _reopen_errno(start: int, end: int) -> str | None:
@@ -240,57 +296,95 @@ def _read_or_none(path: str) -> str | None:
 # --- overlayfs ------------------------------------------------------------------------
 
 
-def observe_overlay(ctx: ProbeContext) -> dict[str, Any]:
+def start_overlay(ctx: ProbeContext) -> Finisher:
     """Mount an overlay in a forked child with its own mount namespace, and report.
 
     The child dies with its namespace, so every mount it made vanishes on any exit
     path: success, error, timeout (SIGKILL from here) or this process being killed
     (PR_SET_PDEATHSIG).
     """
+
+    def work(report: Callable[[dict[str, Any]], None]) -> None:
+        report(_overlay_child())
+
+    return _start_child("overlay probe", work, ctx.timeout, detach=False)
+
+
+def _start_child(
+    what: str, work: Callable[[Callable[[dict[str, Any]], None]], None], timeout: float, *, detach: bool
+) -> Finisher:
+    """Run `work` in a forked child; it reports one JSON observation through a pipe.
+
+    Attached children die with this process and are killed on timeout. A detached child
+    is a grandchild orphaned to init, so its cleanup after reporting costs us nothing.
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_end)
+    if pid == 0:  # child: must never return into the caller
         code = 0
         try:
-            syscalls.set_parent_death_signal(signal.SIGKILL)
-            payload = json.dumps(_overlay_child())
-        except BaseException as exc:  # the child must never return into the caller
-            payload = json.dumps({"crash": repr(exc)})
+            os.close(read_end)
+            if detach:
+                if os.fork() != 0:
+                    os._exit(0)
+                _detach_from_caller_fds(keep=write_end)
+            if not detach:
+                syscalls.set_parent_death_signal(signal.SIGKILL)
+            work(lambda obs: os.write(write_end, json.dumps(obs).encode() + b"\n"))
+        except BaseException as exc:
+            os.write(write_end, json.dumps({"crash": repr(exc)}).encode() + b"\n")
             code = 1
-        try:
-            os.write(write_end, payload.encode())
         finally:
             os._exit(code)
     os.close(write_end)
-    try:
-        data = _read_all(read_end, pid, ctx.timeout)
-    finally:
-        os.close(read_end)
-        _reap(pid)
-    result = json.loads(data or b"{}")
-    if "unavailable" in result:
-        raise Unavailable(result["unavailable"])
-    if "crash" in result or not result:
-        raise Unavailable(f"overlay probe child failed: {result.get('crash', 'no output')}")
-    return result
-
-
-def _read_all(fd: int, pid: int, timeout: float) -> bytes:
-    chunks = []
+    if detach:
+        os.waitpid(pid, 0)  # the intermediate child exits at once
     deadline = time.monotonic() + timeout
-    while True:
+
+    def finish() -> dict[str, Any]:
+        try:
+            line = _read_line(read_end, deadline)
+        except TimeoutError:
+            raise Unavailable(f"{what} timed out after {timeout:g}s") from None
+        finally:
+            os.close(read_end)
+            if not detach:
+                _reap(pid)
+        result = json.loads(line or b"{}")
+        if "unavailable" in result:
+            raise Unavailable(result["unavailable"])
+        if "crash" in result or not result:
+            raise Unavailable(f"{what} child failed: {result.get('crash', 'no output')}")
+        return result
+
+    return finish
+
+
+def _detach_from_caller_fds(keep: int) -> None:
+    """Drop inherited descriptors, so a caller reading our stdout/stderr to EOF
+    (`$(kcheck probe)`, subprocess pipes) does not wait for a detached child."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+def _read_line(fd: int, deadline: float) -> bytes:
+    """One newline-terminated message (or whatever came before EOF); TimeoutError if late."""
+    chunks: list[bytes] = []
+    while not chunks or not chunks[-1].endswith(b"\n"):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            os.kill(pid, signal.SIGKILL)
-            raise Unavailable(f"overlay probe timed out after {timeout:g}s")
+            raise TimeoutError
         ready, _, _ = select.select([fd], [], [], remaining)
         if not ready:
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
-            return b"".join(chunks)
+            break
         chunks.append(chunk)
+    return b"".join(chunks).split(b"\n", 1)[0]
 
 
 def _reap(pid: int) -> None:
@@ -387,7 +481,7 @@ SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
     "release": observe_release,
     "fdinfo": observe_fdinfo,
     "config": observe_config,
-    "criu": observe_criu,
-    "aio": observe_aio,
-    "overlay": observe_overlay,
+    "criu": Background(start_criu),
+    "aio": Background(start_aio),
+    "overlay": Background(start_overlay),
 }

@@ -41,7 +41,6 @@ def libc() -> ctypes.CDLL:
         ctypes.c_int,
         ctypes.c_long,
     ]
-    lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     lib.mremap.restype = ctypes.c_void_p
     lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     return lib
@@ -76,11 +75,6 @@ def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> i
     if address is None or address == MAP_FAILED:
         _raise("mmap")
     return address
-
-
-def munmap(address: int, length: int) -> None:
-    if libc().munmap(address, length) != 0:
-        _raise("munmap")
 
 
 def mremap_fixed(old: int, length: int, new: int) -> int:

@@ -16,7 +16,6 @@ from kcheck.core.procparse import (
     mapping_at,
     mount_at,
     mount_by_id,
-    parse_kconfig,
     parse_maps,
     parse_mountinfo,
 )
@@ -188,8 +187,9 @@ def fdinfo_mnt_id_field(text: str) -> Outcome:
     return Outcome(Status.PASS, f"fdinfo has mnt_id ({mnt_id} for /)")
 
 
-def config_option(option: str, obs: dict[str, str]) -> Outcome:
-    value = parse_kconfig(obs.get("text", "")).get(option)
+def config_option(option: str, obs: dict[str, Any]) -> Outcome:
+    """`obs` holds the parsed config ('options', from parse_kconfig) and where it came from."""
+    value = obs.get("options", {}).get(option)
     source = obs.get("path", "config")
     if value in ("y", "m"):
         return Outcome(Status.PASS, f"{option}={value} in {source}")
