@@ -189,7 +189,9 @@ class AuditReport:
             "",
         ]
         for row in [header, *rows]:
-            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+            lines.append(
+                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3]
+            )
         statuses = [f.status for f in self.findings]
         present = sum(status in PRESENT for status in statuses)
         missing = statuses.count(AuditStatus.MISSING)
@@ -262,7 +264,9 @@ def open_tree(path: Path, rev: str) -> KernelTree:
     except AmbiguousSha:
         head = None
     if head is None:
-        raise KcheckError(f"{path}: unknown rev {rev!r}; pass --rev with a branch, tag or commit of that tree")
+        raise KcheckError(
+            f"{path}: unknown rev {rev!r}; pass --rev with a branch, tag or commit of that tree"
+        )
     try:
         makefile = repo.git.cat_file("blob", f"{head}:Makefile")
     except git.GitCommandError:
@@ -288,15 +292,18 @@ def open_upstream(spec: str, tags: Iterable[str]) -> Iterator[git.Repo]:
         try:
             repo = git.Repo(path)
         except git.InvalidGitRepositoryError:
-            raise KcheckError(f"--upstream {spec}: not a git repository; pass a kernel clone or URL") from None
+            raise KcheckError(
+                f"--upstream {spec}: not a git repository; pass a kernel clone or URL"
+            ) from None
         with repo:
             yield repo
         return
     if "://" not in spec and ":" not in spec:
         raise KcheckError(f"--upstream {spec}: no such directory, and not a URL; pass a kernel clone or URL")
-    with tempfile.TemporaryDirectory(prefix="kcheck-upstream-") as scratch, git.Repo.init(
-        scratch, bare=True
-    ) as repo:
+    with (
+        tempfile.TemporaryDirectory(prefix="kcheck-upstream-") as scratch,
+        git.Repo.init(scratch, bare=True) as repo,
+    ):
         refspecs = [f"refs/tags/{tag}:refs/tags/{tag}" for tag in sorted(set(tags))]
         try:
             remote = repo.create_remote("upstream", spec)
@@ -331,7 +338,8 @@ def audit(
     sources = [tree.repo] if upstream is None else [tree.repo, upstream]
     resolved = {commit.sha: _resolve_catalog_commit(commit, sources) for commit in needed}
     in_history = {
-        sha for sha, found in resolved.items()
+        sha
+        for sha, found in resolved.items()
         if found is not None and found.repo is tree.repo and _is_ancestor(tree, found.sha)
     }
     open_commits = [commit for commit in needed if commit.sha not in in_history]
@@ -395,9 +403,9 @@ def _resolve_catalog_commit(commit: Commit, sources: Sequence[git.Repo]) -> Upst
             ) from None
         if sha is None:
             continue
-        header, _, names = repo.git.show(
-            "--no-renames", "--format=%at%x1f%s", "--name-only", sha
-        ).partition("\n")
+        header, _, names = repo.git.show("--no-renames", "--format=%at%x1f%s", "--name-only", sha).partition(
+            "\n"
+        )
         authored, _, subject = header.partition("\x1f")
         if _normalized(subject) != _normalized(commit.subject):
             raise KcheckError(
@@ -436,16 +444,21 @@ def _find_backports(tree: KernelTree, wanted: dict[str, str]) -> dict[str, Sight
     if not wanted:
         return {}
     output = tree.repo.git.log(
-        tree.head, "--regexp-ignore-case", "--extended-regexp",
-        f"--grep={grep_pattern(wanted.values())}", "--format=%x1e%H%x1f%s%x1f%B",
+        tree.head,
+        "--regexp-ignore-case",
+        "--extended-regexp",
+        f"--grep={grep_pattern(wanted.values())}",
+        "--format=%x1e%H%x1f%s%x1f%B",
     )
     found: dict[str, Sighting] = {}
     for record in output.split("\x1e")[1:]:
         commit, subject, message = record.split("\x1f", 2)
         for trailer_sha, trailer in trailer_shas(message):
             for catalog_sha, known_sha in wanted.items():
-                if catalog_sha not in found and len(trailer_sha) >= _MIN_ABBREV and same_commit(
-                    trailer_sha, known_sha
+                if (
+                    catalog_sha not in found
+                    and len(trailer_sha) >= _MIN_ABBREV
+                    and same_commit(trailer_sha, known_sha)
                 ):
                     found[catalog_sha] = Sighting(commit, _readable(subject), _readable(trailer))
     return found
@@ -469,8 +482,16 @@ def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> di
         return {}
     since = min(c.authored for c in commits)
     diffs = tree.repo.git(literal_pathspecs=True).log(
-        tree.head, "--no-merges", "--full-history", "--full-diff", f"--since=@{since}",
-        *_DIFF_OPTIONS, "--format=commit %H", "--", *files, as_process=True,
+        tree.head,
+        "--no-merges",
+        "--full-history",
+        "--full-diff",
+        f"--since=@{since}",
+        *_DIFF_OPTIONS,
+        "--format=commit %H",
+        "--",
+        *files,
+        as_process=True,
     )
     matches = {
         upstream_ids[patch_id]: (commit, patch_id)

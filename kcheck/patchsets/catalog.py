@@ -125,7 +125,9 @@ def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
     if known_checks is not None:
         for check_id in fixes:
             if check_id not in known_checks:
-                raise fail("fixes", f"unknown check id {check_id!r}; known: {', '.join(sorted(known_checks))}")
+                raise fail(
+                    "fixes", f"unknown check id {check_id!r}; known: {', '.join(sorted(known_checks))}"
+                )
     needed_below = _version(data, "needed_below", fail)
     needed_from = _version(data, "needed_from", fail) if "needed_from" in data else None
     if needed_from is not None and needed_from >= needed_below:
@@ -149,7 +151,7 @@ def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
             raise fail(f"{where}.sha", f"duplicate commit {sha} in this patchset")
         tag = _string(entry, "tag", fail, where)
         if not _TAG.match(tag):
-            raise fail(f"{where}.tag", f"{tag!r} is not a tag name such as \"v4.2-rc2\"")
+            raise fail(f"{where}.tag", f'{tag!r} is not a tag name such as "v4.2-rc2"')
         note = _string(entry, "note", fail, where) if "note" in entry else None
         commits.append(
             Commit(
@@ -190,7 +192,7 @@ def _string(table: dict, key: str, fail, where: str = "") -> str:
 def _version(table: dict, key: str, fail) -> KernelVersion:
     value = table[key]
     if not isinstance(value, str):
-        raise fail(key, "must be a version string such as \"4.2\"")
+        raise fail(key, 'must be a version string such as "4.2"')
     try:
         return parse_version(value)
     except ValueError as exc:

@@ -17,8 +17,12 @@ CATALOG_SCHEMA = "kcheck.patchsets/1"
 
 def register(jobs) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--catalog", type=Path, metavar="DIR",
-                        help="patchset catalog directory (default: the shipped catalog)")
+    common.add_argument(
+        "--catalog",
+        type=Path,
+        metavar="DIR",
+        help="patchset catalog directory (default: the shipped catalog)",
+    )
     common.add_argument("--format", choices=FORMAT_NAMES, default="text", help="output format")
 
     patchsets = jobs.add_parser(
@@ -29,13 +33,19 @@ def register(jobs) -> None:
     actions = patchsets.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", parents=[common], help="one line per patchset")
     listing.set_defaults(handler=run_list)
-    show = actions.add_parser("show", parents=[common],
-                              help="a patchset's commits and the git commands that apply it")
+    show = actions.add_parser(
+        "show", parents=[common], help="a patchset's commits and the git commands that apply it"
+    )
     show.add_argument("name", metavar="NAME", help="patchset name, as in `kcheck patchsets list`")
     show.set_defaults(handler=run_show)
     validate = actions.add_parser("validate", parents=[common], help="validate a catalog directory")
-    validate.add_argument("directory", nargs="?", type=Path, metavar="DIR",
-                          help="catalog to validate (default: --catalog, else the shipped catalog)")
+    validate.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        help="catalog to validate (default: --catalog, else the shipped catalog)",
+    )
     validate.set_defaults(handler=run_validate)
 
     audit = jobs.add_parser(
@@ -48,11 +58,19 @@ def register(jobs) -> None:
     )
     audit.add_argument("tree", type=Path, metavar="TREE", help="a kernel git tree (working tree or bare)")
     audit.add_argument("--rev", default="HEAD", help="the revision to audit (default HEAD)")
-    audit.add_argument("--patchset", action="append", default=[], metavar="NAME",
-                       help="audit only this patchset (repeatable; default all)")
-    audit.add_argument("--upstream", metavar="REPO_OR_URL",
-                       help="a clone or URL of upstream, to compare patch-ids when the tree lacks "
-                       "the upstream commits (a URL is fetched to a temporary repo)")
+    audit.add_argument(
+        "--patchset",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="audit only this patchset (repeatable; default all)",
+    )
+    audit.add_argument(
+        "--upstream",
+        metavar="REPO_OR_URL",
+        help="a clone or URL of upstream, to compare patch-ids when the tree lacks "
+        "the upstream commits (a URL is fetched to a temporary repo)",
+    )
     audit.set_defaults(handler=run_audit)
 
 
@@ -90,17 +108,24 @@ def _json(data: dict) -> str:
 def run_list(args: argparse.Namespace) -> int:
     catalog = _load(args.catalog)
     if args.format == "json":
-        sys.stdout.write(_json({"schema": CATALOG_SCHEMA, "patchsets": [_patchset_json(p) for p in catalog.values()]}))
+        sys.stdout.write(
+            _json({"schema": CATALOG_SCHEMA, "patchsets": [_patchset_json(p) for p in catalog.values()]})
+        )
         return 0
     rows = [("NAME", "NEEDED", "COMMITS", "FIXES", "SUMMARY")]
     rows += [
         (p.name, p.range_text, str(len(p.commits)), ", ".join(p.fixes), p.summary) for p in catalog.values()
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    sys.stdout.write("".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4] + "\n"
-        for row in rows
-    ))
+    sys.stdout.write(
+        "".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[4]
+            + "\n"
+            for row in rows
+        )
+    )
     return 0
 
 
@@ -149,8 +174,17 @@ def run_validate(args: argparse.Namespace) -> int:
     catalog = _load(directory)
     commits = sum(len(p.commits) for p in catalog.values())
     if args.format == "json":
-        sys.stdout.write(_json({"schema": CATALOG_SCHEMA, "catalog": str(directory), "valid": True,
-                      "patchsets": list(catalog), "commits": commits}))
+        sys.stdout.write(
+            _json(
+                {
+                    "schema": CATALOG_SCHEMA,
+                    "catalog": str(directory),
+                    "valid": True,
+                    "patchsets": list(catalog),
+                    "commits": commits,
+                }
+            )
+        )
     else:
         sys.stdout.write(f"{directory}: {len(catalog)} patchsets, {commits} commits: valid\n")
     return 0
@@ -165,13 +199,12 @@ def run_audit(args: argparse.Namespace) -> int:
     catalog = _load(args.catalog)
     unknown = [name for name in args.patchset if name not in catalog]
     if unknown:
-        raise KcheckError(
-            f"--patchset {unknown[0]}: unknown patchset; known: {', '.join(catalog)}"
-        )
+        raise KcheckError(f"--patchset {unknown[0]}: unknown patchset; known: {', '.join(catalog)}")
     selected = [catalog[name] for name in dict.fromkeys(args.patchset)] or list(catalog.values())
     tree = open_tree(args.tree, args.rev)
-    tags = {commit.tag for patchset in selected for commit in patchset.commits}
-    upstream = nullcontext() if args.upstream is None else open_upstream(args.upstream, tags)
+    # Only the tags of needed patchsets are fetched; with none needed there is nothing to compare.
+    tags = {c.tag for p in selected if p.needed_for(tree.release.version) for c in p.commits}
+    upstream = open_upstream(args.upstream, tags) if args.upstream and tags else nullcontext()
     with tree.repo, upstream as upstream_repo:
         report = audit(tree, selected, upstream_repo, args.upstream)
     sys.stdout.write(report.to_json() if args.format == "json" else report.to_text())
