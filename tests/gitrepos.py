@@ -163,8 +163,9 @@ def tree_state(path: Path) -> tuple[str, ...]:
 
 def patchset_toml(data: dict) -> str:
     """TOML text for one patchset table (JSON strings and arrays are valid TOML values)."""
-    lines = [f"{key} = {json.dumps(value)}" for key, value in data.items() if key != "commits"]
-    for entry in data.get("commits", []):
+    tables = data.get("commits") or []
+    lines = [f"{key} = {json.dumps(value)}" for key, value in data.items() if key != "commits" or not tables]
+    for entry in tables:
         lines += ["", "[[commits]]"] + [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
     return "\n".join(lines) + "\n"
 

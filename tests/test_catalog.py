@@ -1,0 +1,255 @@
+"""The patchset catalog: the shipped files, every validation error, list/show/validate."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import run_kcheck
+from gitrepos import catalog_commit, patchset, patchset_toml, write_catalog
+
+from kcheck.core.release import KernelVersion
+from kcheck.core.result import ExitCode
+from kcheck.patchsets.catalog import CatalogError, load_catalog, manual_recipe
+from kcheck.probe.checks import CHECK_IDS
+
+TORVALDS = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
+# REFERENCE §2, in apply order.
+OVERLAY = [
+    (
+        "155e35d4daa804582f75acaa2c74ec797a89c615",
+        "VFS: Introduce inode-getting helpers for layered/unioned fs environments",
+    ),
+    ("df1a085af1f652a02238168c4f2b730c8c90dd4a", "VFS: Add a fallthrough flag for marking virtual dentries"),
+    ("f25801ee46", "overlay: Call ovl_drop_write() earlier in ovl_dentry_open()"),
+    (
+        "4bacc9c9234c7c8eec44f5ed4e960d9f96fa0f01",
+        "overlayfs: Make f_path always point to the overlay and f_inode to the underlay",
+    ),
+    ("9391dd00d1", "fix a braino in ovl_d_select_inode()"),
+]
+AIO = [
+    ("bd9b51e79cb0b8bc00a7e0076a4a8963ca4a797c", "make default ->i_fop have ->open() fail with ENXIO"),
+    ("e4a0d3e720e7e508749c1439b5ba3aff56c92976", "aio: Make it possible to remap aio ring"),
+]
+SOURCE_CATALOG = Path(__file__).resolve().parent.parent / "patchsets"
+
+
+@pytest.mark.parametrize("directory", [None, SOURCE_CATALOG], ids=["installed", "source"])
+def test_shipped_catalog_loads_with_the_reference_commits(directory):
+    catalog = load_catalog(directory, CHECK_IDS)
+    assert sorted(catalog) == ["aio-ring-remap", "overlayfs-mnt-id"]
+    overlay, aio = catalog["overlayfs-mnt-id"], catalog["aio-ring-remap"]
+    assert [(c.sha, c.subject) for c in overlay.commits] == OVERLAY
+    assert [(c.sha, c.subject) for c in aio.commits] == AIO
+    assert overlay.fixes == ("overlayfs.mnt_id", "overlayfs.fd_path")
+    assert aio.fixes == ("aio.ring_remap", "aio.reopen_enxio")
+    assert overlay.needed_below == KernelVersion(4, 2) and aio.needed_below == KernelVersion(3, 19)
+    assert overlay.needed_for(KernelVersion(3, 19)) and not overlay.needed_for(KernelVersion(4, 2))
+    assert aio.needed_for(KernelVersion(3, 18)) and not aio.needed_for(KernelVersion(3, 19))
+    assert {c.tag for c in overlay.commits} == {"v4.0-rc1", "v4.2-rc2"}
+    assert {p.upstream for p in catalog.values()} == {TORVALDS}
+
+
+def test_the_command_reads_the_same_files_as_the_source_tree():
+    """The installed package carries the catalog as data; it must not drift from patchsets/."""
+    listed = json.loads(run_kcheck("patchsets", "list", "--format", "json").stdout)["patchsets"]
+    for entry in listed:
+        assert Path(entry["file"]).read_text() == (SOURCE_CATALOG / f"{entry['name']}.toml").read_text()
+
+
+def test_validate_the_shipped_catalog():
+    result = run_kcheck("patchsets", "validate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(": 2 patchsets, 7 commits: valid\n")
+    result = run_kcheck("patchsets", "validate", str(SOURCE_CATALOG), "--format", "json")
+    assert json.loads(result.stdout)["patchsets"] == ["aio-ring-remap", "overlayfs-mnt-id"]
+
+
+def test_list_text_and_json():
+    text = run_kcheck("patchsets", "list")
+    assert text.returncode == 0
+    rows = [line.split() for line in text.stdout.splitlines()]
+    assert rows[0][:4] == ["NAME", "NEEDED", "COMMITS", "FIXES"]
+    assert [row[0] for row in rows[1:]] == ["aio-ring-remap", "overlayfs-mnt-id"]
+    data = json.loads(run_kcheck("patchsets", "list", "--format", "json").stdout)
+    overlay = data["patchsets"][1]
+    assert overlay["needed_from"] == "3.18.0" and overlay["needed_below"] == "4.2.0"
+    assert [c["sha"] for c in overlay["commits"]] == [sha for sha, _ in OVERLAY]
+
+
+def test_show_includes_the_git_commands_of_the_manual_recipe():
+    result = run_kcheck("patchsets", "show", "overlayfs-mnt-id")
+    assert result.returncode == 0
+    recipe = result.stdout.split("manual recipe")[1].splitlines()[1:]
+    assert [shlex.split(line) for line in recipe] == [
+        ["git", "remote", "add", "upstream", TORVALDS],
+        ["git", "remote", "update"],
+        *(["git", "cherry-pick", "-x", sha] for sha, _ in OVERLAY),
+    ]
+    for sha, subject in OVERLAY:
+        assert sha in result.stdout and subject in result.stdout
+    data = json.loads(run_kcheck("patchsets", "show", "aio-ring-remap", "--format", "json").stdout)
+    assert data["patchset"]["recipe"][-1] == ["git", "cherry-pick", "-x", AIO[-1][0]]
+    assert data["patchset"]["recipe"] == manual_recipe(load_catalog(None, CHECK_IDS)["aio-ring-remap"])
+
+
+def test_show_unknown_patchset_is_bad_input():
+    result = run_kcheck("patchsets", "show", "nope")
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert result.stderr == (
+        "kcheck: error: unknown patchset 'nope'; known: aio-ring-remap, overlayfs-mnt-id "
+        "(see kcheck patchsets list)\n"
+    )
+
+
+def test_catalog_option_reads_another_directory(tmp_path):
+    catalog = write_catalog(tmp_path, patchset("site-fix", [catalog_commit("a" * 12, "site: fix")]))
+    result = run_kcheck("patchsets", "list", "--catalog", str(catalog), "--format", "json")
+    assert [p["name"] for p in json.loads(result.stdout)["patchsets"]] == ["site-fix"]
+    shown = run_kcheck("patchsets", "show", "site-fix", "--catalog", str(catalog))
+    assert "git cherry-pick -x aaaaaaaaaaaa" in shown.stdout
+
+
+def good() -> dict:
+    return patchset(
+        "good",
+        [catalog_commit("a" * 40, "first fix", note="why"), catalog_commit("b" * 10, "second fix")],
+        needed_from="3.18",
+    )
+
+
+def without(data: dict, key: str) -> dict:
+    return {k: v for k, v in data.items() if k != key}
+
+
+def with_commit(data: dict, index: int, **fields) -> dict:
+    commits = [dict(c) for c in data["commits"]]
+    commits[index] = {k: v for k, v in {**commits[index], **fields}.items() if v is not None}
+    return {**data, "commits": commits}
+
+
+# case -> (file contents by name, the key the error names, words of the problem)
+INVALID = {
+    "malformed-toml": ({"good.toml": 'name = "good\n'}, "good.toml", "malformed TOML"),
+    "missing-field": (
+        {"good.toml": patchset_toml(without(good(), "summary"))},
+        "summary",
+        "missing required field",
+    ),
+    "missing-commit-field": (
+        {"good.toml": patchset_toml(with_commit(good(), 1, author=None))},
+        "commits[1].author",
+        "missing required field",
+    ),
+    "unknown-field": (
+        {"good.toml": patchset_toml({**good(), "neded_below": "4.2"})},
+        "neded_below",
+        "unknown field",
+    ),
+    "sha-too-short": (
+        {"good.toml": patchset_toml(with_commit(good(), 0, sha="a" * 9))},
+        "commits[0].sha",
+        "10 to 40 hex",
+    ),
+    "sha-too-long": (
+        {"good.toml": patchset_toml(with_commit(good(), 0, sha="a" * 41))},
+        "commits[0].sha",
+        "10 to 40 hex",
+    ),
+    "sha-not-hex": (
+        {"good.toml": patchset_toml(with_commit(good(), 1, sha="g" * 12))},
+        "commits[1].sha",
+        "10 to 40 hex",
+    ),
+    "duplicate-in-patchset": (
+        {"good.toml": patchset_toml(with_commit(good(), 1, sha="a" * 12))},
+        "commits[1].sha",
+        "duplicate commit",
+    ),
+    "duplicate-across-files": (
+        {
+            "good.toml": patchset_toml(good()),
+            "other.toml": patchset_toml(patchset("other", [catalog_commit("A" * 40, "same fix")])),
+        },
+        "commits[0].sha",
+        "duplicate commit",
+    ),
+    "unknown-check": (
+        {"good.toml": patchset_toml({**good(), "fixes": ["overlayfs.mnt_idd"]})},
+        "fixes",
+        "unknown check id 'overlayfs.mnt_idd'",
+    ),
+    "bad-version": (
+        {"good.toml": patchset_toml({**good(), "needed_below": "4.x"})},
+        "needed_below",
+        "not a kernel version",
+    ),
+    "empty-range": (
+        {"good.toml": patchset_toml({**good(), "needed_from": "4.2"})},
+        "needed_from",
+        "empty range",
+    ),
+    "version-not-string": (
+        {"good.toml": patchset_toml({**good(), "needed_below": 4.2})},
+        "needed_below",
+        "version string",
+    ),
+    "name-not-file": ({"good.toml": patchset_toml({**good(), "name": "bad"})}, "name", "match the file name"),
+    "bad-tag": (
+        {"good.toml": patchset_toml(with_commit(good(), 0, tag="v4.2 rc2"))},
+        "commits[0].tag",
+        "tag name",
+    ),
+    "option-like-upstream": (
+        {"good.toml": patchset_toml({**good(), "upstream": "--upload-pack=x"})},
+        "upstream",
+        "leading '-'",
+    ),
+    "no-commits": ({"good.toml": patchset_toml({**good(), "commits": []})}, "commits", "non-empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_every_validation_error_names_file_and_key(tmp_path, case):
+    files, key, problem = INVALID[case]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(tmp_path, CHECK_IDS)
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+    assert str(tmp_path) in str(caught.value) and key in str(caught.value) and problem in str(caught.value)
+
+    for command in (
+        ["patchsets", "validate", str(tmp_path)],
+        ["patchsets", "list", "--catalog", str(tmp_path)],
+    ):
+        result = run_kcheck(*command)
+        assert result.returncode == ExitCode.BAD_INPUT
+        assert result.stdout == ""
+        assert result.stderr == f"kcheck: error: {caught.value}\n"
+        assert "\n" not in str(caught.value)
+
+
+def test_the_valid_base_of_those_cases_is_valid(tmp_path):
+    """So each case above fails for its own reason, not for the base file."""
+    write_catalog(tmp_path, good())
+    assert run_kcheck("patchsets", "validate", str(tmp_path)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "make", [lambda tmp: tmp / "none", lambda tmp: tmp], ids=["missing-dir", "empty-dir"]
+)
+def test_a_catalog_directory_without_patchsets_is_bad_input(tmp_path, make):
+    result = run_kcheck("patchsets", "validate", str(make(tmp_path)))
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert result.stderr.startswith(f"kcheck: error: {make(tmp_path)}: ")
+    assert "--catalog" in result.stderr or "no *.toml" in result.stderr
+
+
+def test_validate_refuses_two_different_directories(tmp_path):
+    result = run_kcheck("patchsets", "validate", str(tmp_path), "--catalog", str(SOURCE_CATALOG))
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert "pass one" in result.stderr
