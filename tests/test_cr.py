@@ -95,7 +95,9 @@ def test_podman_runs_its_command_when_it_knows_the_container(host, args, expecte
         (["--tcp-established"], ["--tcp-established"]),
     ],
 )
-def test_podman_import_restores_from_the_archive_without_a_container_argument(host, tmp_path, extra, expected_tail):
+def test_podman_import_restores_from_the_archive_without_a_container_argument(
+    host, tmp_path, extra, expected_tail
+):
     archive = tmp_path / "pod1.tar.gz"
     archive.write_bytes(b"exported")
     done = cr(host, "restore", "--import", str(archive), *extra)
@@ -123,7 +125,9 @@ def test_docker_tcp_established_goes_through_runc_conf(host):
     dry = cr(host, "checkpoint", "web", "--tcp-established", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     note, command = dry.stdout.splitlines()
-    assert note.startswith("# --tcp-established: docker takes it from the line 'tcp-established' in /etc/criu/runc.conf")
+    assert note.startswith(
+        "# --tcp-established: docker takes it from the line 'tcp-established' in /etc/criu/runc.conf"
+    )
     assert command == "docker checkpoint create web kcheck"
 
 
@@ -214,11 +218,17 @@ def test_engine_not_installed_is_bad_input(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["checkpoint", "pod1", "--name", "cp1"], "--name: podman keeps one unnamed checkpoint per container"),
+        (
+            ["checkpoint", "pod1", "--name", "cp1"],
+            "--name: podman keeps one unnamed checkpoint per container",
+        ),
         (["checkpoint", "pod1", "--dir", "/srv"], "--dir: podman keeps one unnamed checkpoint per container"),
         (["restore", "pod1", "--new-name", "x"], "--new-name names a container restored with --import FILE"),
         (["restore", "--import", "/nonexistent.tar.gz"], "--import /nonexistent.tar.gz: no such file"),
-        (["checkpoint", "web", "--engine", "docker", "--export", "/srv/x.tgz"], "--export works with podman only"),
+        (
+            ["checkpoint", "web", "--engine", "docker", "--export", "/srv/x.tgz"],
+            "--export works with podman only",
+        ),
         (["checkpoint", "pod1", "--export", "/no/such/dir/x.tgz"], "its directory does not exist"),
         (["restore"], "restore needs CONTAINER (or, with podman, --import FILE)"),
         (["restore", "web", "--leave-running"], "unrecognized arguments: --leave-running"),
@@ -276,7 +286,9 @@ def test_skip_preflight_runs_anyway_and_says_so_loudly(host, tmp_path):
     config.write_text("CONFIG_NAMESPACES=y\n")
     done = cr(host, "checkpoint", "web", "--config", str(config), "--skip-preflight")
     assert done.returncode == 0, done.stderr
-    assert "kcheck: WARNING: --skip-preflight: the kernel was NOT checked before this checkpoint" in done.stderr
+    assert (
+        "kcheck: WARNING: --skip-preflight: the kernel was NOT checked before this checkpoint" in done.stderr
+    )
     assert changes(host, "docker") == [["checkpoint", "create", "web", "kcheck"]]
 
 
@@ -299,7 +311,12 @@ def test_refusal_lists_only_required_checks_not_passing_with_their_remedy():
     report = Report(
         kernel={"release": "4.1.0-demo"},
         checks=[
-            check("overlayfs.mnt_id", True, Status.FAIL, "apply patchset overlayfs-mnt-id or run a kernel >= 4.2"),
+            check(
+                "overlayfs.mnt_id",
+                True,
+                Status.FAIL,
+                "apply patchset overlayfs-mnt-id or run a kernel >= 4.2",
+            ),
             check("aio.reopen_enxio", True, Status.UNKNOWN, "needs root"),
             check("overlayfs.maps", False, Status.FAIL, "optional"),
             check("fdinfo.mnt_id_field", True, Status.PASS),

@@ -57,14 +57,20 @@ def choose_engine(req: Request) -> str:
             engines.validate_name(value, flag)
     engine = req.engine
     if engine == "auto":
-        wants_podman = req.export or req.import_file or (
-            req.container is not None and engines.podman_knows(req.container)
+        wants_podman = (
+            req.export
+            or req.import_file
+            or (req.container is not None and engines.podman_knows(req.container))
         )
         engine = "podman" if wants_podman else "docker"
     if engine == "podman":
         _check_podman_options(req)
     else:
-        for flag, value in (("--export", req.export), ("--import", req.import_file), ("--new-name", req.new_name)):
+        for flag, value in (
+            ("--export", req.export),
+            ("--import", req.import_file),
+            ("--new-name", req.new_name),
+        ):
             if value is not None:
                 raise KcheckError(
                     f"{flag} works with podman only; {engine} checkpoints move as their --dir directory"
@@ -119,12 +125,16 @@ def _docker_ready(req: Request, runner: Runner) -> None:
         )
 
 
-def _warn_stale(container: str, what: str) -> None:
-    print(
-        f"kcheck: warning: docker's view of container {container} is now stale: criu {what} "
-        "without docker, so docker ps/stop/kill/logs no longer match its processes",
-        file=sys.stderr,
+def _warn_stale(container: str, what: str, runner: Runner) -> None:
+    """External C/R goes behind docker's back (REFERENCE §1): say so, every time."""
+    text = (
+        f"docker's view of container {container} is {{}} stale: criu {what} without docker, "
+        "so docker ps/stop/kill/logs no longer match them"
     )
+    if runner.dry_run:
+        runner.note(text.format("then"))
+    else:
+        print(f"kcheck: warning: {text.format('now')}", file=sys.stderr)
 
 
 def checkpoint(req: Request) -> int:
@@ -135,15 +145,19 @@ def checkpoint(req: Request) -> int:
         engines.inspect("docker", container)
         _docker_ready(req, runner)
         _preflight(req, external_cr=False)
-        runner.run(engines.docker_checkpoint_argv(
-            container, req.checkpoint_name, req.checkpoint_dir, req.leave_running
-        ))
+        runner.run(
+            engines.docker_checkpoint_argv(
+                container, req.checkpoint_name, req.checkpoint_dir, req.leave_running
+            )
+        )
     elif engine == "podman":
         engines.inspect("podman", container)
         _preflight(req, external_cr=False)
-        runner.run(engines.podman_checkpoint_argv(
-            container, req.leave_running, req.tcp_established, req.export and req.export.absolute()
-        ))
+        runner.run(
+            engines.podman_checkpoint_argv(
+                container, req.leave_running, req.tcp_established, req.export and req.export.absolute()
+            )
+        )
     else:
         manifest = external.manifest_from_inspect(engines.inspect("docker", container), req.tcp_established)
         images = external.image_dir(req.directory, container, req.checkpoint_name)
@@ -151,7 +165,8 @@ def checkpoint(req: Request) -> int:
         engines.require_tool("criu")
         _preflight(req, external_cr=True)
         external.dump(manifest, images, req.leave_running, runner)
-        _warn_stale(container, "dumped them" + (" (left running)" if req.leave_running else ""))
+        left = " (left running)" if req.leave_running else ""
+        _warn_stale(container, f"dumped its processes{left}", runner)
     return 0
 
 
@@ -169,9 +184,14 @@ def restore(req: Request) -> int:
         else:
             engines.inspect("podman", str(req.container))
         _preflight(req, external_cr=False)
-        runner.run(engines.podman_restore_argv(
-            req.container, req.import_file and req.import_file.absolute(), req.new_name, req.tcp_established
-        ))
+        runner.run(
+            engines.podman_restore_argv(
+                req.container,
+                req.import_file and req.import_file.absolute(),
+                req.new_name,
+                req.tcp_established,
+            )
+        )
     else:
         container = str(req.container)
         images = external.image_dir(req.directory, container, req.checkpoint_name)
@@ -182,7 +202,9 @@ def restore(req: Request) -> int:
         pid = external.restore(manifest, images, runner)
         if not req.dry_run:
             print(f"restored container {manifest.container_name}: process tree pid {pid or 'unknown'}")
-        _warn_stale(manifest.container_name, "restored them" + (f" (pid {pid})" if pid else ""))
+        _warn_stale(
+            manifest.container_name, "restored its processes" + (f" (pid {pid})" if pid else ""), runner
+        )
     return 0
 
 

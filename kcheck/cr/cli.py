@@ -20,19 +20,32 @@ def register(jobs) -> None:
     checkpoint = actions.add_parser("checkpoint", help="checkpoint a running container")
     checkpoint.add_argument("container", metavar="CONTAINER", help="container name or id")
     _add_common(checkpoint)
-    checkpoint.add_argument("--leave-running", action="store_true",
-                            help="keep the container running after the checkpoint")
-    checkpoint.add_argument("--export", type=Path, metavar="FILE",
-                            help="podman: export the checkpoint to FILE (tar.gz) to move it to another host")
+    checkpoint.add_argument(
+        "--leave-running", action="store_true", help="keep the container running after the checkpoint"
+    )
+    checkpoint.add_argument(
+        "--export",
+        type=Path,
+        metavar="FILE",
+        help="podman: export the checkpoint to FILE (tar.gz) to move it to another host",
+    )
     checkpoint.set_defaults(handler=run_checkpoint)
 
     restore = actions.add_parser("restore", help="restore a container from its checkpoint")
-    restore.add_argument("container", metavar="CONTAINER", nargs="?",
-                         help="container name or id (omitted with --import)")
+    restore.add_argument(
+        "container", metavar="CONTAINER", nargs="?", help="container name or id (omitted with --import)"
+    )
     _add_common(restore)
-    restore.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
-                         help="podman: restore from a checkpoint exported with --export")
-    restore.add_argument("--new-name", metavar="NAME", help="podman: name for the container restored with --import")
+    restore.add_argument(
+        "--import",
+        dest="import_file",
+        type=Path,
+        metavar="FILE",
+        help="podman: restore from a checkpoint exported with --export",
+    )
+    restore.add_argument(
+        "--new-name", metavar="NAME", help="podman: name for the container restored with --import"
+    )
     restore.set_defaults(handler=run_restore)
 
     listing = actions.add_parser("list", help="list a docker container's checkpoints (docker checkpoint ls)")
@@ -47,24 +60,45 @@ def register(jobs) -> None:
         description="Compare two `kcheck probe --format json` reports. "
         "Exit 0 compatible, 1 not compatible, 3 bad input.",
     )
-    compare.add_argument("source", type=Path, metavar="SOURCE.json", help="probe report of the checkpoint host")
+    compare.add_argument(
+        "source", type=Path, metavar="SOURCE.json", help="probe report of the checkpoint host"
+    )
     compare.add_argument("target", type=Path, metavar="TARGET.json", help="probe report of the restore host")
     compare.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     compare.set_defaults(handler=run_compare)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="auto (default): podman when podman knows the container, else docker")
-    parser.add_argument("--name", metavar="CHECKPOINT", help="checkpoint name, docker and external (default kcheck)")
-    parser.add_argument("--dir", dest="directory", type=Path, metavar="DIR",
-                        help="checkpoint directory: docker --checkpoint-dir; external images go in DIR/NAME "
-                        "(default /var/lib/kcheck/checkpoints/CONTAINER)")
-    parser.add_argument("--tcp-established", action="store_true", help="checkpoint/restore established TCP connections")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print each command as a shell line and run nothing (the pre-flight still runs)")
-    parser.add_argument("--skip-preflight", action="store_true",
-                        help="run without checking the kernel first (dangerous: the container can be lost)")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="auto (default): podman when podman knows the container, else docker",
+    )
+    parser.add_argument(
+        "--name", metavar="CHECKPOINT", help="checkpoint name, docker and external (default kcheck)"
+    )
+    parser.add_argument(
+        "--dir",
+        dest="directory",
+        type=Path,
+        metavar="DIR",
+        help="checkpoint directory: docker --checkpoint-dir; external images go in DIR/NAME "
+        "(default /var/lib/kcheck/checkpoints/CONTAINER)",
+    )
+    parser.add_argument(
+        "--tcp-established", action="store_true", help="checkpoint/restore established TCP connections"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each command as a shell line and run nothing (the pre-flight still runs)",
+    )
+    parser.add_argument(
+        "--skip-preflight",
+        action="store_true",
+        help="run without checking the kernel first (dangerous: the container can be lost)",
+    )
     parser.add_argument("--config", type=Path, metavar="FILE", help="kernel config for the pre-flight")
 
 

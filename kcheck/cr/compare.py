@@ -57,14 +57,18 @@ def load_report(path: Path) -> HostReport:
         raise KcheckError(f"{path}: not a {SCHEMA} probe report; {fix}")
     kernel, tools, checks = data.get("kernel"), data.get("tools"), data.get("checks")
     well_formed = (
-        isinstance(kernel, dict) and isinstance(kernel.get("release"), str)
-        and isinstance(tools, dict) and isinstance(checks, list)
+        isinstance(kernel, dict)
+        and isinstance(kernel.get("release"), str)
+        and isinstance(tools, dict)
+        and isinstance(checks, list)
         and all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in checks)
         and all(c.get("status") in set(Status) for c in checks)
         and isinstance(data.get("verdict"), str)
     )
     if not well_formed:
-        raise KcheckError(f"{path}: a {SCHEMA} report without verdict, kernel.release, tools or checks; {fix}")
+        raise KcheckError(
+            f"{path}: a {SCHEMA} report without verdict, kernel.release, tools or checks; {fix}"
+        )
     criu = tools.get("criu")
     return HostReport(
         path=str(path),
@@ -85,15 +89,20 @@ def _criu_key(version: str) -> tuple[int, ...] | None:
 def compare(source: HostReport, target: HostReport) -> list[Problem]:
     problems = []
     if target.verdict != "ready":
-        problems.append(Problem("target-ready", f"target is {target.verdict}, not ready: run kcheck probe there"))
+        problems.append(
+            Problem("target-ready", f"target is {target.verdict}, not ready: run kcheck probe there")
+        )
     for check, status in source.statuses.items():
         on_target = target.statuses.get(check)
         if status == Status.PASS and on_target != Status.PASS:
             detail = f": {target.details[check]}" if on_target else ""
-            problems.append(Problem(
-                "check", f"{check} passes on the source but is {on_target or 'not run'} on the target{detail}",
-                check,
-            ))
+            problems.append(
+                Problem(
+                    "check",
+                    f"{check} passes on the source but is {on_target or 'not run'} on the target{detail}",
+                    check,
+                )
+            )
     problems += _kernel_problems(source, target)
     problems += _criu_problems(source, target)
     return problems
@@ -107,18 +116,22 @@ def _kernel_problems(source: HostReport, target: HostReport) -> list[Problem]:
         unreadable = source.release if old is None else target.release
         return [Problem("kernel", f"kernel release {unreadable!r} has no version to compare")]
     if new.version < old.version:
-        return [Problem(
-            "kernel",
-            f"target kernel {new.version} is older than source kernel {old.version}: "
-            "the images may use features it lacks",
-        )]
+        return [
+            Problem(
+                "kernel",
+                f"target kernel {new.version} is older than source kernel {old.version}: "
+                "the images may use features it lacks",
+            )
+        ]
     return []
 
 
 def _criu_problems(source: HostReport, target: HostReport) -> list[Problem]:
     for host, name in ((source, "source"), (target, "target")):
         if host.criu is None:
-            return [Problem("criu", f"no criu version in the {name} report: install criu there and probe as root")]
+            return [
+                Problem("criu", f"no criu version in the {name} report: install criu there and probe as root")
+            ]
     old, new = _criu_key(str(source.criu)), _criu_key(str(target.criu))
     if old is None or new is None:
         return [Problem("criu", f"criu versions {source.criu!r} and {target.criu!r} cannot be compared")]
@@ -133,20 +146,30 @@ def exit_code(problems: list[Problem]) -> ExitCode:
 
 def _host(report: HostReport) -> dict[str, Any]:
     return {
-        "report": report.path, "hostname": report.hostname, "verdict": report.verdict,
-        "kernel": report.release, "machine": report.machine, "criu": report.criu,
+        "report": report.path,
+        "hostname": report.hostname,
+        "verdict": report.verdict,
+        "kernel": report.release,
+        "machine": report.machine,
+        "criu": report.criu,
     }
 
 
 def render_json(source: HostReport, target: HostReport, problems: list[Problem]) -> str:
-    return json.dumps({
-        "schema": COMPARE_SCHEMA,
-        "compatible": not problems,
-        "exit_code": int(exit_code(problems)),
-        "source": _host(source),
-        "target": _host(target),
-        "problems": [asdict(p) for p in problems],
-    }, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "schema": COMPARE_SCHEMA,
+                "compatible": not problems,
+                "exit_code": int(exit_code(problems)),
+                "source": _host(source),
+                "target": _host(target),
+                "problems": [asdict(p) for p in problems],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def render_text(source: HostReport, target: HostReport, problems: list[Problem]) -> str:

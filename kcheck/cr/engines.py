@@ -85,29 +85,41 @@ def runc_conf_has_tcp_established() -> bool:
     return any(line.split("#")[0].strip() == TCP_ESTABLISHED for line in lines)
 
 
+def _checkpoint_dir(directory: Path | None) -> list[str]:
+    return ["--checkpoint-dir", str(directory)] if directory else []
+
+
 def docker_checkpoint_argv(
     container: str, name: str, directory: Path | None, leave_running: bool
 ) -> list[str]:
     return [
-        "docker", "checkpoint", "create",
+        "docker",
+        "checkpoint",
+        "create",
         *(["--leave-running"] if leave_running else []),
-        *(["--checkpoint-dir", str(directory)] if directory else []),
-        container, name,
+        *_checkpoint_dir(directory),
+        container,
+        name,
     ]
 
 
 def docker_restore_argv(container: str, name: str, directory: Path | None) -> list[str]:
     return [
-        "docker", "start", "--checkpoint", name,
-        *(["--checkpoint-dir", str(directory)] if directory else []),
+        "docker",
+        "start",
+        "--checkpoint",
+        name,
+        *_checkpoint_dir(directory),
         container,
     ]
 
 
 def docker_list_argv(container: str, directory: Path | None) -> list[str]:
     return [
-        "docker", "checkpoint", "ls",
-        *(["--checkpoint-dir", str(directory)] if directory else []),
+        "docker",
+        "checkpoint",
+        "ls",
+        *_checkpoint_dir(directory),
         container,
     ]
 
@@ -119,7 +131,9 @@ def podman_checkpoint_argv(
     container: str, leave_running: bool, tcp_established: bool, export: Path | None
 ) -> list[str]:
     return [
-        "podman", "container", "checkpoint",
+        "podman",
+        "container",
+        "checkpoint",
         *(["-R"] if leave_running else []),
         *(["--tcp-established"] if tcp_established else []),
         *(["-e", str(export)] if export else []),
@@ -132,7 +146,9 @@ def podman_restore_argv(
 ) -> list[str]:
     """With -i the container comes from the archive: podman refuses a container argument."""
     return [
-        "podman", "container", "restore",
+        "podman",
+        "container",
+        "restore",
         *(["-i", str(import_file)] if import_file else []),
         *(["-n", new_name] if new_name else []),
         *(["--tcp-established"] if tcp_established else []),

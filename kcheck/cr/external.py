@@ -75,7 +75,9 @@ def manifest_from_inspect(info: dict[str, Any], tcp_established: bool) -> Manife
     missing = [k for k in ("LowerDir", "UpperDir", "WorkDir", "MergedDir") if not layers.get(k)]
     missing += [key for key in DOCKER_FILES.values() if not info.get(key)]
     if missing:
-        raise KcheckError(f"docker inspect {name} lacks {', '.join(missing)}; cannot checkpoint it externally")
+        raise KcheckError(
+            f"docker inspect {name} lacks {', '.join(missing)}; cannot checkpoint it externally"
+        )
     return Manifest(
         container_id=str(info.get("Id", "")),
         container_name=name,
@@ -107,8 +109,7 @@ def load_manifest(images: Path, container: str) -> Manifest:
     expected = {f.name: _FIELD_TYPES[str(f.type)] for f in fields(Manifest)}
     if bad := sorted(k for k in expected.keys() | body.keys() if type(body.get(k)) is not expected.get(k)):
         raise KcheckError(
-            f"checkpoint manifest {path} is corrupt (bad or missing {', '.join(bad)}); "
-            "take a new checkpoint"
+            f"checkpoint manifest {path} is corrupt (bad or missing {', '.join(bad)}); take a new checkpoint"
         )
     manifest = Manifest(**body)
     if not manifest.matches(container):
@@ -121,19 +122,41 @@ def load_manifest(images: Path, container: str) -> Manifest:
 def dump_argv(manifest: Manifest, images: Path, leave_running: bool) -> list[str]:
     maps = [arg for path in DOCKER_FILES for arg in ("--ext-mount-map", f"{path}:{path}")]
     return [
-        "criu", "dump", "-t", str(manifest.pid), "-D", str(images), "-o", "dump.log", "-v4",
-        *CRIU_COMMON, *maps,
+        "criu",
+        "dump",
+        "-t",
+        str(manifest.pid),
+        "-D",
+        str(images),
+        "-o",
+        "dump.log",
+        "-v4",
+        *CRIU_COMMON,
+        *maps,
         *(["--leave-running"] if leave_running else []),
         *(["--tcp-established"] if manifest.tcp_established else []),
     ]
 
 
 def restore_argv(manifest: Manifest, images: Path) -> list[str]:
-    maps = [arg for path, host in manifest.host_files.items() for arg in ("--ext-mount-map", f"{path}:{host}")]
+    maps = [
+        arg for path, host in manifest.host_files.items() for arg in ("--ext-mount-map", f"{path}:{host}")
+    ]
     return [
-        "criu", "restore", "-d", "--root", manifest.root, "--pidfile", str(images / "restore.pid"),
-        "-D", str(images), "-o", "restore.log", "-v4",
-        *CRIU_COMMON, *maps,
+        "criu",
+        "restore",
+        "-d",
+        "--root",
+        manifest.root,
+        "--pidfile",
+        str(images / "restore.pid"),
+        "-D",
+        str(images),
+        "-o",
+        "restore.log",
+        "-v4",
+        *CRIU_COMMON,
+        *maps,
         *(["--tcp-established"] if manifest.tcp_established else []),
     ]
 
@@ -151,7 +174,10 @@ def dump(manifest: Manifest, images: Path, leave_running: bool, runner: Runner) 
     runner.run(dump_argv(manifest, images, leave_running), log=images / "dump.log")
     runner.note(f"write the restore manifest {images / MANIFEST_NAME}")
     if not runner.dry_run:
-        write_atomic(images / MANIFEST_NAME, json.dumps({"schema": MANIFEST_SCHEMA, **asdict(manifest)}, indent=2) + "\n")
+        write_atomic(
+            images / MANIFEST_NAME,
+            json.dumps({"schema": MANIFEST_SCHEMA, **asdict(manifest)}, indent=2) + "\n",
+        )
 
 
 def check_layers(manifest: Manifest) -> None:

@@ -49,7 +49,9 @@ def refusal(action: str, report: Report) -> str:
         lines.append(f"  {STATUS_LABEL[check.status]} {check.id}: {check.detail}")
         if check.remedy:
             lines.append(f"      fix: {check.remedy}")
-    lines.append("run `kcheck probe` for the full report; --skip-preflight runs anyway, at the container's risk")
+    lines.append(
+        "run `kcheck probe` for the full report; --skip-preflight runs anyway, at the container's risk"
+    )
     return "\n".join(lines)
 
 

@@ -9,8 +9,8 @@ from $KCHECK_FAKE_STATE/state.json:
    "podman": {"containers": [...]},
    "criu": {"version": "4.1", "check_output": "Looks good.", "check_returncode": 0},
    "fail": {"criu restore": {"returncode": 1, "stderr": "..."}}}   # by argv prefix
-A FAKE criu restore also records which filesystems are mounted at its --root, so a test
-can see the real overlay and bind mounts kcheck made for it.
+A FAKE criu restore also records which filesystems are mounted at its --root and what is
+in it, so a test can see the real overlay and bind mounts kcheck made for it.
 """
 
 import json
@@ -44,7 +44,9 @@ def main() -> int:
     state = json.loads((STATE / "state.json").read_text())
     record = {"tool": tool, "argv": argv}
     if tool == "criu" and argv[:1] == ["restore"]:
-        record["mounts_at_root"] = mounts_at(option(argv, "--root"))
+        root = option(argv, "--root")
+        record["mounts_at_root"] = mounts_at(root)
+        record["root_listing"] = sorted(os.listdir(root))
         Path(option(argv, "--pidfile")).write_text("4242\n")
     with open(STATE / "calls.jsonl", "a") as calls:
         calls.write(json.dumps(record) + "\n")

@@ -75,7 +75,11 @@ def docker_container(name: str, layers: Path, pid: int = 4242, driver: str = "ov
     files = layers / "container-files"
     files.mkdir(exist_ok=True)
     host_files = {}
-    for key, file_name in (("ResolvConfPath", "resolv.conf"), ("HostsPath", "hosts"), ("HostnamePath", "hostname")):
+    for key, file_name in (
+        ("ResolvConfPath", "resolv.conf"),
+        ("HostsPath", "hosts"),
+        ("HostnamePath", "hostname"),
+    ):
         (files / file_name).write_text(f"{file_name} of {name}\n")
         host_files[key] = str(files / file_name)
     return {
