@@ -125,16 +125,15 @@ def _docker_ready(req: Request, runner: Runner) -> None:
         )
 
 
-def _warn_stale(container: str, what: str, runner: Runner) -> None:
+def _warn_stale(container: str, consequence: str, runner: Runner) -> None:
     """External C/R goes behind docker's back (REFERENCE §1): say so, every time."""
-    text = (
-        f"docker's view of container {container} is {{}} stale: criu {what} without docker, "
-        "so docker ps/stop/kill/logs no longer match them"
-    )
     if runner.dry_run:
-        runner.note(text.format("then"))
+        runner.note(f"docker's view of container {container} is then stale: {consequence}")
     else:
-        print(f"kcheck: warning: {text.format('now')}", file=sys.stderr)
+        print(
+            f"kcheck: warning: docker's view of container {container} is now stale: {consequence}",
+            file=sys.stderr,
+        )
 
 
 def checkpoint(req: Request) -> int:
@@ -165,8 +164,13 @@ def checkpoint(req: Request) -> int:
         engines.require_tool("criu")
         _preflight(req, external_cr=True)
         external.dump(manifest, images, req.leave_running, runner)
-        left = " (left running)" if req.leave_running else ""
-        _warn_stale(container, f"dumped its processes{left}", runner)
+        if not req.leave_running:
+            _warn_stale(
+                container,
+                "it believes the container exited; restore it with `kcheck cr restore --engine external`, "
+                "not `docker start`",
+                runner,
+            )
     return 0
 
 
@@ -203,7 +207,10 @@ def restore(req: Request) -> int:
         if not req.dry_run:
             print(f"restored container {manifest.container_name}: process tree pid {pid or 'unknown'}")
         _warn_stale(
-            manifest.container_name, "restored its processes" + (f" (pid {pid})" if pid else ""), runner
+            manifest.container_name,
+            f"the restored processes{f' (pid {pid})' if pid else ''} run outside docker, "
+            "so docker ps/stop/kill/logs do not see them",
+            runner,
         )
     return 0
 

@@ -219,6 +219,8 @@ def restore(manifest: Manifest, images: Path, runner: Runner) -> int | None:
         raise
     if left := _undo_mounts(undo, runner):
         raise Refused(left)
+    if runner.dry_run:
+        return None
     try:
         return int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
