@@ -199,7 +199,7 @@ def test_unknown_container_is_bad_input(host, engine):
     done = cr(host, "checkpoint", "nosuch", "--engine", engine)
     assert done.returncode == 3
     assert error_line(done) == (
-        "kcheck: error: container nosuch: docker does not know it "
+        "kcheck: error: container nosuch: docker container inspect failed "
         "(Error: No such container: nosuch); check the name with `docker ps -a`"
     )
     assert changes(host, "docker") == []

@@ -28,12 +28,10 @@ def validate_name(value: str, what: str) -> str:
     return value
 
 
-def require_tool(tool: str) -> str:
-    """The tool's path; bad input (exit 3) when it is not installed."""
-    path = shutil.which(tool)
-    if path is None:
+def require_tool(tool: str) -> None:
+    """Bad input (exit 3) when the tool is not installed."""
+    if shutil.which(tool) is None:
         raise KcheckError(f"{tool} is not installed (not on PATH); install it or pick another --engine")
-    return path
 
 
 def podman_knows(container: str) -> bool:
@@ -48,7 +46,7 @@ def inspect(engine: str, container: str) -> dict[str, Any]:
     done = query([engine, "container", "inspect", container])
     if done.returncode != 0:
         raise KcheckError(
-            f"container {container}: {engine} does not know it ({tail(done.stderr, 1)}); "
+            f"container {container}: {engine} container inspect failed ({tail(done.stderr, 1)}); "
             f"check the name with `{engine} ps -a`"
         )
     try:

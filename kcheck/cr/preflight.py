@@ -16,7 +16,7 @@ from kcheck.cr.runner import Refused
 CRIU_CHECK = "criu.check"
 
 
-def run_preflight(action: str, external: bool, config: Path | None) -> Report:
+def run_preflight(action: str, external: bool, config: Path | None) -> None:
     """Probe the running kernel; refuse (exit 1) unless every required check passes.
 
     External C/R runs the installed criu itself, so `criu check` is required too.
@@ -34,7 +34,6 @@ def run_preflight(action: str, external: bool, config: Path | None) -> Report:
         f"({len(report.checks)} required checks pass)",
         file=sys.stderr,
     )
-    return report
 
 
 def refusal(action: str, report: Report) -> str:
