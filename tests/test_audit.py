@@ -211,9 +211,10 @@ def test_wrong_subject_for_an_abbreviated_sha_names_both(repos, tmp_path):
     assert tree_state(repos.distro) == before
 
 
-def bare_without_makefile(tmp_path: Path) -> str:
+def bare_repo_with(tmp_path: Path, files: dict[str, str]) -> str:
+    """A bare clone of a one-commit repo holding `files`."""
     repo = init_repo(tmp_path / "plain")
-    commit(repo, "only a readme", T0, {"README": "not a kernel\n"})
+    commit(repo, "not a kernel", T0, files)
     git.Repo.clone_from(str(tmp_path / "plain"), tmp_path / "plain.git", bare=True).close()
     return str(tmp_path / "plain.git")
 
@@ -221,7 +222,14 @@ def bare_without_makefile(tmp_path: Path) -> str:
 BAD_INPUTS = {
     "not-a-repo": (lambda repos, tmp: [str(tmp)], "not a git repository"),
     "missing-path": (lambda repos, tmp: [str(tmp / "nowhere")], "not a git repository"),
-    "bare-no-makefile": (lambda repos, tmp: [bare_without_makefile(tmp)], "no top-level Makefile"),
+    "bare-no-makefile": (
+        lambda repos, tmp: [bare_repo_with(tmp, {"README": "hi\n"})],
+        "no top-level Makefile",
+    ),
+    "not-a-kernel-makefile": (
+        lambda repos, tmp: [bare_repo_with(tmp, {"Makefile": "all:\n\ttrue\n"})],
+        "no numeric VERSION and PATCHLEVEL",
+    ),
     "unknown-rev": (lambda repos, tmp: [str(repos.distro), "--rev", "v9.9"], "unknown rev 'v9.9'"),
     "option-like-rev": (
         lambda repos, tmp: [str(repos.distro), "--rev=--output=x"],

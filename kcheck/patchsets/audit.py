@@ -51,14 +51,15 @@ PRESENT = frozenset({AuditStatus.ANCESTOR, AuditStatus.BACKPORTED, AuditStatus.E
 #   (cherry-picked from commit SHA), (backported from commit SHA)
 #   [ Upstream commit SHA ]           stable
 #   commit SHA upstream.              stable, at the start of a line
-_TRAILER = re.compile(
-    r"\((?:cherry[ -]picked|backported) from commit ([0-9a-f]{7,40})\b[^)\n]*\)"
-    r"|\[[ \t]*upstream commit ([0-9a-f]{7,40})\b[^\]\n]*\]"
-    r"|^[ \t]*commit ([0-9a-f]{7,40})[ \t]+upstream\b",
-    re.IGNORECASE | re.MULTILINE,
-)
 # git abbreviates to at least 7 hex digits; a shorter trailer SHA names nothing reliably.
 _MIN_ABBREV = 7
+_SHA = rf"([0-9a-f]{{{_MIN_ABBREV},40}})"
+_TRAILER = re.compile(
+    rf"\((?:cherry[ -]picked|backported) from commit {_SHA}\b[^)\n]*\)"
+    rf"|\[[ \t]*upstream commit {_SHA}\b[^\]\n]*\]"
+    rf"|^[ \t]*commit {_SHA}[ \t]+upstream\b",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def trailer_shas(message: str) -> list[tuple[str, str]]:
@@ -213,13 +214,16 @@ class AuditReport:
 # ---------------------------------------------------------------------------------------
 # Git part. Everything here only reads the audited tree.
 
-# The same diff options on both sides, so patch-ids compare; never run repo-configured
-# external diff or textconv programs.
-_DIFF_OPTIONS = ("-p", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
+# Options for every log/show: the same diff on both sides so patch-ids compare, and nothing
+# that repository or user config could add (signature checks, external diff, textconv).
+_LOG_OPTIONS = ("--no-show-signature", "--no-color")
+_DIFF_OPTIONS = (*_LOG_OPTIONS, "-p", "--no-ext-diff", "--no-textconv", "--no-renames")
 
 
 @dataclass(frozen=True)
 class KernelTree:
+    """The audited tree at the audited rev, with the version its Makefile declares there."""
+
     path: Path
     repo: git.Repo
     rev: str
@@ -238,7 +242,7 @@ class UpstreamCommit:
 
 
 class AmbiguousSha(Exception):
-    pass
+    """A short SHA that names several commits: the catalog must give more digits."""
 
 
 def _resolve(repo: git.Repo, name: str) -> str | None:
@@ -291,7 +295,7 @@ def open_upstream(spec: str, tags: Iterable[str]) -> Iterator[git.Repo]:
     if path.exists():
         try:
             repo = git.Repo(path)
-        except git.InvalidGitRepositoryError:
+        except (git.NoSuchPathError, git.InvalidGitRepositoryError):
             raise KcheckError(
                 f"--upstream {spec}: not a git repository; pass a kernel clone or URL"
             ) from None
@@ -325,7 +329,7 @@ def _git_reason(stderr: str) -> str:
     """The line of git's stderr that says what went wrong: its first fatal/error line."""
     # GitPython wraps it as "\n  stderr: '...'".
     lines = [line.strip().removeprefix("stderr:").strip(" '\"") for line in str(stderr).splitlines()]
-    lines = [line for line in lines if line.startswith(("fatal:", "error:"))] or [x for x in lines if x]
+    lines = [line for line in lines if line.startswith(("fatal:", "error:"))] or list(filter(None, lines))
     return lines[0] if lines else "git failed"
 
 
@@ -403,9 +407,9 @@ def _resolve_catalog_commit(commit: Commit, sources: Sequence[git.Repo]) -> Upst
             ) from None
         if sha is None:
             continue
-        header, _, names = repo.git.show("--no-renames", "--format=%at%x1f%s", "--name-only", sha).partition(
-            "\n"
-        )
+        header, _, names = repo.git.show(
+            *_LOG_OPTIONS, "--no-renames", "--format=%at%x1f%s", "--name-only", sha
+        ).partition("\n")
         authored, _, subject = header.partition("\x1f")
         if _normalized(subject) != _normalized(commit.subject):
             raise KcheckError(
@@ -445,6 +449,7 @@ def _find_backports(tree: KernelTree, wanted: dict[str, str]) -> dict[str, Sight
         return {}
     output = tree.repo.git.log(
         tree.head,
+        *_LOG_OPTIONS,
         "--regexp-ignore-case",
         "--extended-regexp",
         f"--grep={grep_pattern(wanted.values())}",
@@ -455,11 +460,7 @@ def _find_backports(tree: KernelTree, wanted: dict[str, str]) -> dict[str, Sight
         commit, subject, message = record.split("\x1f", 2)
         for trailer_sha, trailer in trailer_shas(message):
             for catalog_sha, known_sha in wanted.items():
-                if (
-                    catalog_sha not in found
-                    and len(trailer_sha) >= _MIN_ABBREV
-                    and same_commit(trailer_sha, known_sha)
-                ):
+                if catalog_sha not in found and same_commit(trailer_sha, known_sha):
                     found[catalog_sha] = Sighting(commit, _readable(subject), _readable(trailer))
     return found
 
@@ -471,12 +472,12 @@ def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> di
     """
     if not commits:
         return {}
-    upstream_ids: dict[str, str] = {}  # patch-id -> upstream SHA
+    upstream_ids: dict[str, list[str]] = {}  # patch-id -> upstream SHAs
     for repo in {id(c.repo): c.repo for c in commits}.values():
         shas = [c.sha for c in commits if c.repo is repo]
         diffs = repo.git.show(*_DIFF_OPTIONS, "--format=commit %H", *shas, as_process=True)
-        for patch_id, sha in _patch_ids(repo, diffs).items():
-            upstream_ids.setdefault(patch_id, sha)
+        for patch_id, sha in _patch_ids(repo, diffs):
+            upstream_ids.setdefault(patch_id, []).append(sha)
     files = sorted({name for c in commits for name in c.files})
     if not files:
         return {}
@@ -493,17 +494,16 @@ def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> di
         *files,
         as_process=True,
     )
-    matches = {
-        upstream_ids[patch_id]: (commit, patch_id)
-        for patch_id, commit in _patch_ids(tree.repo, diffs).items()
-        if patch_id in upstream_ids
-    }
+    matches: dict[str, tuple[str, str]] = {}  # upstream SHA -> (newest tree commit, patch-id)
+    for patch_id, commit in _patch_ids(tree.repo, diffs):
+        for upstream_sha in upstream_ids.get(patch_id, ()):
+            matches.setdefault(upstream_sha, (commit, patch_id))
     if not matches:
         return {}
     subjects = dict(
         line.split("\x1f", 1)
         for line in tree.repo.git.show(
-            "--no-walk", "-s", "--format=%H%x1f%s", *{commit for commit, _ in matches.values()}
+            *_LOG_OPTIONS, "--no-walk", "-s", "--format=%H%x1f%s", *{commit for commit, _ in matches.values()}
         ).splitlines()
     )
     return {
@@ -512,15 +512,11 @@ def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> di
     }
 
 
-def _patch_ids(repo: git.Repo, diffs: git.Git.AutoInterrupt) -> dict[str, str]:
-    """patch-id -> commit for the patches a running git process writes; the first one wins.
+def _patch_ids(repo: git.Repo, diffs: git.Git.AutoInterrupt) -> list[tuple[str, str]]:
+    """(patch-id, commit) for each patch a running git process writes, in its order.
 
     The diff streams from one git process into `git patch-id` without passing through Python.
     """
     output = repo.git.patch_id("--stable", istream=diffs.stdout)
     diffs.wait()
-    ids: dict[str, str] = {}
-    for line in output.splitlines():
-        patch_id, commit = line.split()
-        ids.setdefault(patch_id, commit)
-    return ids
+    return [(patch_id, commit) for patch_id, commit in (line.split() for line in output.splitlines())]
