@@ -105,9 +105,14 @@ def test_config_option():
     assert "absent" in verdicts.config_option("CONFIG_D", obs).detail
 
 
+# Captured here: Debian's criu 3.17.1 `criu check` on kernel 6.18 (exit 1).
 CRIU_317_ON_6X = (
-    "(00.004553) Error (criu/vdso.c:338): vdso: Unexpected rt vDSO area bounds\n"
-    "(00.004601) Error (criu/cr-check.c:1632): Failed to initialize kerndat\n"
+    "Error (criu/util.c:642): exited, status=1\n"
+    "Error (criu/util.c:642): exited, status=1\n"
+    "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds\n"
+    "Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable\n"
+    "Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed when initializing kerndat.\n"
+    "Error (criu/crtools.c:260): Could not initialize kernel features detection.\n"
 )
 
 
@@ -117,7 +122,16 @@ def test_criu_too_old_shows_first_error_verbatim():
     )
     assert outcome.status == Status.FAIL
     assert "criu 3.17.1" in outcome.detail
-    assert "Error (criu/vdso.c:338): vdso: Unexpected rt vDSO area bounds" in outcome.detail
+    assert outcome.detail.endswith(
+        "criu check exit 1, before any check: criu is likely too old for this kernel: "
+        "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
+    )
+
+
+def test_criu_other_failures_are_not_called_too_old():
+    output = "Error (criu/cr-check.c:100): UFFD is not supported\n"
+    obs = {"installed": True, "version_output": "Version: 4.0\n", "returncode": 1, "output": output}
+    assert verdicts.criu_check(obs).detail == f"criu 4.0: criu check exit 1: {output.strip()}"
 
 
 def test_criu_states():

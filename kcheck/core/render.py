@@ -32,7 +32,14 @@ def _summary(report: Report) -> str:
 
 def _headline(report: Report) -> str:
     kernel = report.kernel
-    return f"kcheck probe: kernel {kernel.get('release')} ({kernel.get('machine')}), mode {report.mode}"
+    machine = f" ({kernel['machine']})" if kernel.get("machine") else ""
+    text = f"kcheck probe: kernel {kernel.get('release')}{machine}, mode {report.mode}"
+    image = kernel.get("image")
+    if isinstance(image, dict):
+        text += f", image {image.get('root')}"
+        if image.get("other_releases"):
+            text += f" (other kernels there: {', '.join(image['other_releases'])})"
+    return text
 
 
 def render_text(report: Report, color: bool = False) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from kcheck.probe.observe import ProbeContext
 
 FORMAT_NAMES = ("text", "json", "junit", "prometheus", "npd", "github")
+DEFAULT_TIMEOUT = 10.0
 
 
 def register(jobs) -> None:
@@ -54,34 +56,67 @@ def register(jobs) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=10.0,
         metavar="SECONDS",
-        help="limit for each live probe (default 10)",
+        help=f"limit for each live probe (default {DEFAULT_TIMEOUT:g}; live only)",
     )
     parser.add_argument("--catalog", type=Path, metavar="DIR", help="patchset catalog directory")
+    offline = parser.add_argument_group(
+        "offline (judge a kernel that is not running, e.g. a node image, from its files)"
+    )
+    offline.add_argument("--root", type=Path, metavar="DIR", help="an unpacked or mounted image root")
+    offline.add_argument(
+        "--release",
+        metavar="R",
+        help="the kernel release to judge (default with --root: the vmlinuz link's target, else the newest)",
+    )
     parser.set_defaults(handler=run)
 
 
 def probe_setup(
-    catalog_dir: Path | None = None, config: Path | None = None, timeout: float = 10.0
+    catalog_dir: Path | None = None,
+    config: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    root: Path | None = None,
+    release: str | None = None,
 ) -> tuple[dict[str, Patchset], ProbeContext]:
-    """The catalog and the context of a probe of the running kernel (`kcheck cr` pre-flight too)."""
+    """The catalog and the probe context: the running kernel, or offline with root/release.
+
+    `kcheck cr` uses it for its pre-flight. Bad input (config, image, release) raises here,
+    before any probe runs.
+    """
     from kcheck.patchsets.catalog import load_catalog
     from kcheck.probe.checks import CHECK_IDS
-    from kcheck.probe.observe import ProbeContext
+    from kcheck.probe.observe import ProbeContext, Unavailable
 
     catalog = load_catalog(catalog_dir, CHECK_IDS)
+    others: tuple[str, ...] = ()
+    if root is not None:
+        from kcheck.errors import KcheckError
+        from kcheck.probe.image import default_release, image_releases
+
+        releases = image_releases(root)
+        if release is not None and release not in releases:
+            raise KcheckError(f"--release {release}: not in {root}; the image has {', '.join(releases)}")
+        release = release or default_release(root, releases)
+        others = tuple(r for r in releases if r != release)
     ctx = ProbeContext(
-        release=os.uname().release,
+        release=release or os.uname().release,
         config_path=config,
         timeout=timeout,
         ranges=tuple(
             (name, str(p.needed_from) if p.needed_from else None, str(p.needed_below))
             for name, p in catalog.items()
         ),
+        mode="offline" if release is not None else "live",
+        root=root,
+        other_releases=others,
     )
-    if config is not None:
-        ctx.observe("config")  # a bad --config is bad input: fail before any probe runs
+    if config is not None or ctx.mode == "offline":
+        # A broken config is bad input and raises now, before any probe runs; a missing
+        # one (Unavailable) only makes the config checks unknown.
+        with contextlib.suppress(Unavailable):
+            ctx.observe("config")
     return catalog, ctx
 
 
@@ -91,10 +126,14 @@ def run(args: argparse.Namespace) -> int:
     from kcheck.errors import KcheckError
     from kcheck.probe.engine import run_probe, select_checks
 
-    if args.timeout <= 0:
-        raise KcheckError(f"--timeout {args.timeout}: must be a positive number of seconds")
+    offline = args.root is not None or args.release is not None
+    if offline and args.timeout is not None:
+        raise KcheckError("--timeout: live-only, but --root/--release judge a kernel offline; drop one")
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    if timeout <= 0:
+        raise KcheckError(f"--timeout {timeout}: must be a positive number of seconds")
     specs = select_checks(args.check, args.require, args.ignore)
-    catalog, ctx = probe_setup(args.catalog, args.config, args.timeout)
+    catalog, ctx = probe_setup(args.catalog, args.config, timeout, root=args.root, release=args.release)
     report = run_probe(specs, ctx, catalog)
     color = (
         args.format == "text"

@@ -7,13 +7,13 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from kcheck.core.release import parse_release, parse_version
+from kcheck.core.release import parse_release
 from kcheck.core.result import CheckResult, Evidence, Fix, Report, Status
 from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import Patchset
 from kcheck.probe.checks import CHECK_IDS, CHECKS, CheckSpec
 from kcheck.probe.observe import ProbeContext, Unavailable
-from kcheck.probe.verdicts import Outcome, criu_version
+from kcheck.probe.verdicts import Outcome, by_version, criu_version, offline_fix
 
 
 def _match(patterns: Iterable[str], option: str) -> set[str]:
@@ -43,45 +43,46 @@ def select_checks(
 
 
 def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext, catalog: dict[str, Patchset]) -> Report:
-    ctx.prefetch(dict.fromkeys(spec.source for spec in specs))
+    if ctx.mode == "live":
+        ctx.prefetch(dict.fromkeys(spec.source for spec in specs))
     results = [_run_one(spec, ctx, catalog) for spec in specs]
     release = parse_release(ctx.release)
     kernel: dict[str, object] = {
         "release": ctx.release,
         "version": str(release.version) if release else None,
-        "machine": os.uname().machine,
+        "machine": os.uname().machine if ctx.mode == "live" else None,
         "fixed_by_version": {
             name: (not p.needed_for(release.version)) if release else None for name, p in catalog.items()
         },
     }
+    if ctx.root is not None:
+        kernel["image"] = {"root": str(ctx.root), "other_releases": list(ctx.other_releases)}
     criu = ctx.cached("criu")
     tools = {"criu": criu_version(criu.get("version_output", "")) if isinstance(criu, dict) else None}
-    return Report(kernel=kernel, checks=results, tools=tools)
+    return Report(kernel=kernel, checks=results, tools=tools, mode=ctx.mode)
 
 
 def _run_one(spec: CheckSpec, ctx: ProbeContext, catalog: dict[str, Patchset]) -> CheckResult:
-    try:
-        outcome = spec.verdict(ctx.observe(spec.source))
-    except Unavailable as exc:
-        outcome = Outcome(Status.UNKNOWN, str(exc), unobservable=True)
-    evidence = spec.evidence
     min_version = _fix_version(spec, catalog)
-    if outcome.unobservable and min_version:
-        release = parse_release(ctx.release)
-        if release and release.version >= parse_version(min_version):
-            outcome = Outcome(
-                Status.PASS,
-                f"not observed live ({outcome.detail}); kernel {release.version} >= {min_version} "
-                "has the fix by version",
-            )
-            evidence = Evidence.VERSION
+    if ctx.mode == "offline" and spec.evidence == Evidence.TOOL:
+        outcome = Outcome(Status.SKIP, "offline: tools run only against a live kernel")
+    elif ctx.mode == "offline" and spec.needs_live:
+        patchset = catalog.get(spec.patchset) if spec.patchset else None
+        outcome = offline_fix(ctx.release, patchset, min_version, ctx.observe("image"))
+    else:
+        try:
+            outcome = spec.verdict(ctx.observe(spec.source))
+        except Unavailable as exc:
+            outcome = Outcome(Status.UNKNOWN, str(exc), unobservable=True)
+        if outcome.unobservable:
+            outcome = by_version(ctx.release, min_version, outcome.detail) or outcome
     fix = Fix(spec.patchset, min_version) if (spec.patchset or min_version) else None
     return CheckResult(
         id=spec.id,
         title=spec.title,
         required=spec.required,
         status=outcome.status,
-        evidence=evidence,
+        evidence=outcome.evidence or spec.evidence,
         detail=outcome.detail,
         fix=fix,
         remedy=_remedy(spec, outcome.status, min_version),

@@ -23,6 +23,7 @@ from typing import Any
 
 from kcheck.errors import KcheckError
 from kcheck.probe import syscalls
+from kcheck.probe.image import observe_image
 
 PAGE = 4096
 # Where the overlay child mounts its private tmpfs: hidden from the host by the
@@ -71,6 +72,9 @@ class ProbeContext:
     release: str
     config_path: Path | None = None
     timeout: float = 10.0
+    mode: str = "live"  # or "offline": judge an image's kernel from files, not syscalls
+    root: Path | None = None  # the image root, offline
+    other_releases: tuple[str, ...] = ()  # kernels in the image that were not judged
     ranges: tuple[tuple[str, str | None, str], ...] = ()
     # Collectors by source name; tests swap in captured observations here.
     sources: Mapping[str, Callable[[ProbeContext], Any]] = field(default_factory=lambda: SOURCES)
@@ -116,14 +120,18 @@ def observe_fdinfo(ctx: ProbeContext) -> str:
 # --- kernel config -----------------------------------------------------------------
 
 
-def config_candidates(release: str, root: Path = Path("/")) -> list[Path]:
-    """Where distros keep the running kernel's config, in CRIU/lxc-checkconfig order."""
-    return [
-        root / "proc/config.gz",
-        root / f"boot/config-{release}",
-        root / f"lib/modules/{release}/config",
-        root / f"usr/lib/modules/{release}/config",
+def config_candidates(release: str, root: Path | None = None) -> list[Path]:
+    """Where distros keep a kernel's config, in CRIU/lxc-checkconfig order.
+
+    /proc/config.gz describes only the running kernel, so an image root skips it.
+    """
+    base = root or Path("/")
+    paths = [
+        base / f"boot/config-{release}",
+        base / f"lib/modules/{release}/config",
+        base / f"usr/lib/modules/{release}/config",
     ]
+    return paths if root else [Path("/proc/config.gz"), *paths]
 
 
 def read_config_file(path: Path) -> dict[str, str]:
@@ -157,7 +165,7 @@ def read_config_file(path: Path) -> dict[str, str]:
 def observe_config(ctx: ProbeContext) -> dict[str, Any]:
     if ctx.config_path is not None:
         return {"path": str(ctx.config_path), "options": read_config_file(ctx.config_path)}
-    candidates = config_candidates(ctx.release)
+    candidates = config_candidates(ctx.release, ctx.root)
     problems = []
     for path in candidates:
         if not path.exists():
@@ -165,6 +173,8 @@ def observe_config(ctx: ProbeContext) -> dict[str, Any]:
         try:
             return {"path": str(path), "options": read_config_file(path)}
         except KcheckError as exc:
+            if ctx.mode == "offline":
+                raise  # a broken config in an image is bad input for the gate
             problems.append(str(exc))
     where = ", ".join(str(p) for p in candidates)
     raise Unavailable("; ".join(problems) or f"no kernel config found in {where}; pass --config FILE")
@@ -247,9 +257,7 @@ def _aio_child(report: Callable[[dict[str, Any]], None]) -> None:
         ring = mapping_at(parse_maps(maps), context)
         if ring is None:
             return
-        target = syscalls.mmap(
-            ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS
-        )
+        target = syscalls.mmap(ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS)
         try:
             live_context = syscalls.mremap_fixed(context, ring.length, target)
         except OSError as exc:
@@ -484,4 +492,5 @@ SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
     "criu": Background(start_criu),
     "aio": Background(start_aio),
     "overlay": Background(start_overlay),
+    "image": observe_image,
 }

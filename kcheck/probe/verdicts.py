@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kcheck.core.procparse import (
     fdinfo_mnt_id,
@@ -20,7 +20,10 @@ from kcheck.core.procparse import (
     parse_mountinfo,
 )
 from kcheck.core.release import parse_release, parse_version
-from kcheck.core.result import Status
+
+if TYPE_CHECKING:
+    from kcheck.patchsets.catalog import Patchset
+from kcheck.core.result import Evidence, Status
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Outcome:
     status: Status
     detail: str
     unobservable: bool = False
+    evidence: Evidence | None = None  # when it differs from the check's own kind
 
 
 def _overlay_error(obs: dict[str, Any]) -> Outcome | None:
@@ -206,10 +210,14 @@ def criu_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+# criu logs a helper child's exit as an Error line before the error that caused it.
+_CHILD_EXIT_NOTE = re.compile(r"exited, status=\d+\s*$")
+
+
 def criu_first_error(output: str) -> str:
     """criu's own first error line, verbatim: the line an admin will search for."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
+    errors = [line for line in lines if "error" in line.lower() and not _CHILD_EXIT_NOTE.search(line)]
     return (errors or lines or ["(no output)"])[0]
 
 
@@ -220,9 +228,12 @@ def criu_check(obs: dict[str, Any]) -> Outcome:
     output = str(obs.get("output", ""))
     if obs.get("returncode") == 0:
         return Outcome(Status.PASS, f"criu {version}: criu check passed ({criu_first_error(output)})")
+    # kerndat is criu's kernel feature detection: failing there means no check ran at all.
+    before_any_check = "kerndat" in output or "kernel features detection" in output
+    why = ", before any check: criu is likely too old for this kernel" if before_any_check else ""
     return Outcome(
         Status.FAIL,
-        f"criu {version}: criu check exit {obs.get('returncode')}: {criu_first_error(output)}",
+        f"criu {version}: criu check exit {obs.get('returncode')}{why}: {criu_first_error(output)}",
     )
 
 
@@ -241,3 +252,70 @@ def kernel_release(obs: dict[str, Any]) -> Outcome:
             implied.append(f"{name} needed unless backported (< {below})")
     summary = "; ".join(implied) or "no patchsets to compare"
     return Outcome(Status.PASS, f"{release.raw} is version {release.version}: {summary}")
+
+
+def by_version(release_text: str, min_version: str | None, why_not_observed: str) -> Outcome | None:
+    """PASS on version evidence when the release alone carries the fix; None when it does not decide."""
+    release = parse_release(release_text)
+    if release is None or min_version is None or release.version < parse_version(min_version):
+        return None
+    return Outcome(
+        Status.PASS,
+        f"not observed live ({why_not_observed}); kernel {release.version} >= {min_version} "
+        "has the fix by version",
+        evidence=Evidence.VERSION,
+    )
+
+
+def _recorded_patchsets(record: Any) -> set[str]:
+    entries = record.get("patchsets", []) if isinstance(record, dict) else []
+    return {e if isinstance(e, str) else str(e.get("name")) for e in entries if isinstance(e, str | dict)}
+
+
+def offline_fix(
+    release_text: str, patchset: Patchset | None, min_version: str | None, image: dict
+) -> Outcome:
+    """Judge a live-only check for a kernel that is not running, strongest evidence first:
+    a kcheck build record, the distro changelog naming every commit, then the version.
+    What none of them decides stays UNKNOWN, never PASS."""
+    not_live = "judged offline"
+    if patchset is not None and patchset.name in _recorded_patchsets(image.get("record")):
+        return Outcome(
+            Status.PASS,
+            f"build record {image.get('record_path')} says kcheck build-kernel applied {patchset.name}",
+            evidence=Evidence.TREE,
+        )
+    release = parse_release(release_text)
+    changelog = image.get("changelog")
+    missing: list[str] = []
+    if patchset is not None and release is not None and isinstance(changelog, str):
+        text = changelog.lower()
+        for commit in patchset.commits:
+            in_version = release.version >= parse_version(commit.tag.removeprefix("v"))
+            named = commit.sha[:10] in text or commit.subject.lower() in text
+            if not (in_version or named):
+                missing.append(f"{commit.sha[:10]} {commit.subject!r}")
+        if not missing:
+            return Outcome(
+                Status.PASS,
+                f"changelog {image.get('changelog_path')} names every {patchset.name} commit "
+                f"the {release.version} release lacks",
+                evidence=Evidence.TREE,
+            )
+    if decided := by_version(release_text, min_version, not_live):
+        return decided
+    seen = [f"changelog lacks {', '.join(missing)}"] if missing else []
+    for problem in ("record_error", "changelog_error"):
+        if image.get(problem):
+            seen.append(f"unreadable {image[problem]}")
+    if not image.get("record") and not isinstance(changelog, str):
+        seen.append("no build record or kernel changelog in the image")
+    if min_version:
+        seen.append(f"kernel {release_text} is older than {min_version}")
+    return Outcome(
+        Status.UNKNOWN,
+        f"{not_live}: "
+        + "; ".join(seen or ["no evidence decides this"])
+        + "; boot it with kcheck probe --boot for a live answer",
+        evidence=Evidence.VERSION if min_version else None,
+    )

@@ -1,0 +1,82 @@
+"""Reading a node image (an unpacked or mounted root) for the offline probe."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kcheck.core.release import parse_release
+from kcheck.errors import KcheckError
+
+if TYPE_CHECKING:
+    from kcheck.probe.observe import ProbeContext
+
+MODULE_DIRS = ("lib/modules", "usr/lib/modules")
+# Written by `kcheck build-kernel --install`.
+BUILD_RECORD_DIR = "var/lib/kcheck/builds"
+# Debian and Ubuntu ship the kernel package's changelog here (Ubuntu often under linux-modules).
+CHANGELOG_PATTERNS = (
+    "usr/share/doc/linux-image-{release}/changelog.Debian.gz",
+    "usr/share/doc/linux-modules-{release}/changelog.Debian.gz",
+    "usr/share/doc/linux-image-{release}/changelog.gz",
+)
+
+
+def image_releases(root: Path) -> list[str]:
+    """Kernel releases the image holds: boot/vmlinuz-R and module trees, newest first."""
+    if not root.is_dir():
+        raise KcheckError(f"--root {root}: not a directory; pass an unpacked or mounted image root")
+    releases = {path.name.removeprefix("vmlinuz-") for path in (root / "boot").glob("vmlinuz-*")}
+    for modules in MODULE_DIRS:
+        if (root / modules).is_dir():
+            releases.update(path.name for path in (root / modules).iterdir() if path.is_dir())
+    if not releases:
+        raise KcheckError(
+            f"--root {root}: no kernel found (no boot/vmlinuz-*, lib/modules/* or usr/lib/modules/*); "
+            "pass the root of an image that has a kernel"
+        )
+
+    def newest_first(release: str) -> tuple:
+        parsed = parse_release(release)
+        return (parsed is not None, parsed.version if parsed else None, release)
+
+    return sorted(releases, key=newest_first, reverse=True)
+
+
+def default_release(root: Path, releases: list[str]) -> str:
+    """The kernel the image boots by default: the vmlinuz link's target, else the newest."""
+    for link in (root / "boot/vmlinuz", root / "vmlinuz"):
+        if link.is_symlink():
+            target = Path(link.readlink()).name.removeprefix("vmlinuz-")
+            if target in releases:
+                return target
+    return releases[0]
+
+
+def observe_image(ctx: ProbeContext) -> dict[str, Any]:
+    """The image's evidence about its kernel's fixes: a kcheck build record and the changelog."""
+    if ctx.root is None:
+        return {}
+    found: dict[str, Any] = {}
+    record_path = ctx.root / BUILD_RECORD_DIR / f"{ctx.release}.json"
+    if record_path.is_file():
+        found["record_path"] = str(record_path)
+        try:
+            found["record"] = json.loads(record_path.read_text())
+        except (OSError, ValueError) as exc:
+            found["record_error"] = f"{record_path}: {exc}"
+    for pattern in CHANGELOG_PATTERNS:
+        path = ctx.root / pattern.format(release=ctx.release)
+        if path.is_file():
+            try:
+                data = path.read_bytes()
+                text = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            except (OSError, EOFError, zlib.error) as exc:
+                found["changelog_error"] = f"{path}: {exc}"
+                continue
+            found.update(changelog_path=str(path), changelog=text.decode("utf-8", errors="replace"))
+            break
+    return found

@@ -1,0 +1,174 @@
+"""Offline probe of node images: real image trees, the same engine, mode "offline"."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from importlib.resources import files
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import run_kcheck
+
+from kcheck.patchsets.catalog import load_catalog
+from kcheck.probe.checks import CHECK_IDS, CONFIG_OPTIONS
+
+CATALOG = load_catalog(None, CHECK_IDS)
+SCHEMA = json.loads(files("kcheck.schemas").joinpath("probe-1.json").read_text())
+FULL_CONFIG = "".join(f"CONFIG_{option}=y\n" for option, _, _ in CONFIG_OPTIONS)
+OLD = "3.19.0-15-generic"
+NEW = "6.1.0-28-amd64"
+
+
+def make_image(root: Path, releases: list[str], default: str | None = None) -> Path:
+    (root / "boot").mkdir(parents=True)
+    for release in releases:
+        (root / "boot" / f"vmlinuz-{release}").write_bytes(b"MZ fake kernel image")
+        (root / "boot" / f"config-{release}").write_text(FULL_CONFIG)
+        (root / "lib/modules" / release).mkdir(parents=True)
+    if default:
+        (root / "boot/vmlinuz").symlink_to(f"vmlinuz-{default}")
+    return root
+
+
+def changelog(root: Path, release: str, lines: list[str]) -> None:
+    path = root / f"usr/share/doc/linux-image-{release}/changelog.Debian.gz"
+    path.parent.mkdir(parents=True)
+    body = "linux (3.19.0-15.15) vivid; urgency=medium\n\n" + "".join(f"  * {line}\n" for line in lines)
+    path.write_bytes(gzip.compress(body.encode()))
+
+
+def probe(*args: str):
+    done = run_kcheck("probe", "--format", "json", *args)
+    report = json.loads(done.stdout) if done.stdout else None
+    if report:
+        jsonschema.validate(report, SCHEMA)
+    return done, report
+
+
+def checks(report: dict) -> dict[str, dict]:
+    return {c["id"]: c for c in report["checks"]}
+
+
+def test_default_kernel_is_the_vmlinuz_link_and_others_are_listed(tmp_path):
+    root = make_image(tmp_path / "img", [NEW, OLD, "5.10.0-9-amd64"], default=OLD)
+    done, report = probe("--root", str(root))
+    assert report["mode"] == "offline"
+    assert report["kernel"]["release"] == OLD
+    assert report["kernel"]["image"]["other_releases"] == [NEW, "5.10.0-9-amd64"]
+    assert report["kernel"]["machine"] is None
+
+
+def test_newest_kernel_without_a_link_and_version_evidence(tmp_path):
+    root = make_image(tmp_path / "img", [OLD, NEW])
+    done, report = probe("--root", str(root))
+    assert report["kernel"]["release"] == NEW
+    by_id = checks(report)
+    for check_id in ("overlayfs.mnt_id", "overlayfs.fd_path", "aio.ring_remap", "aio.reopen_enxio"):
+        assert (by_id[check_id]["status"], by_id[check_id]["evidence"]) == ("pass", "version")
+    assert by_id["overlayfs.maps"]["status"] == "unknown"  # no version decides it
+    assert by_id["criu.check"]["status"] == "skip"
+    assert by_id["config.NAMESPACES"]["detail"].endswith(f"img/boot/config-{NEW}")
+    assert done.returncode == 0 and report["verdict"] == "ready"
+
+
+def test_old_kernel_without_evidence_is_undecided_never_pass(tmp_path):
+    root = make_image(tmp_path / "img", [OLD])
+    done, report = probe("--root", str(root))
+    mnt_id = checks(report)["overlayfs.mnt_id"]
+    assert mnt_id["status"] == "unknown"
+    assert "older than 4.2" in mnt_id["detail"] and "--boot" in mnt_id["detail"]
+    # 3.19 has the AIO fix by version.
+    assert checks(report)["aio.ring_remap"]["evidence"] == "version"
+    assert done.returncode == 2 and report["verdict"] == "undecided"
+
+
+def test_changelog_naming_every_fix_counts_as_backported(tmp_path):
+    root = make_image(tmp_path / "img", [OLD])
+    overlay = CATALOG["overlayfs-mnt-id"]
+    lines = [f"{c.subject}" for c in overlay.commits[:3]]
+    lines += [f"(cherry picked from commit {c.sha})" for c in overlay.commits[3:]]
+    changelog(root, OLD, lines)
+    done, report = probe("--root", str(root))
+    mnt_id = checks(report)["overlayfs.mnt_id"]
+    assert (mnt_id["status"], mnt_id["evidence"]) == ("pass", "tree")
+    assert "changelog.Debian.gz names every overlayfs-mnt-id commit" in mnt_id["detail"]
+    assert done.returncode == 0
+
+
+def test_changelog_missing_a_commit_names_it(tmp_path):
+    root = make_image(tmp_path / "img", [OLD])
+    overlay = CATALOG["overlayfs-mnt-id"]
+    changelog(root, OLD, [c.subject for c in overlay.commits if not c.sha.startswith("4bacc9c923")])
+    done, report = probe("--root", str(root))
+    mnt_id = checks(report)["overlayfs.mnt_id"]
+    assert mnt_id["status"] == "unknown"
+    assert "changelog lacks 4bacc9c923" in mnt_id["detail"]
+    assert done.returncode == 2
+
+
+def test_build_record_is_the_strongest_evidence(tmp_path):
+    root = make_image(tmp_path / "img", [OLD])
+    record = root / f"var/lib/kcheck/builds/{OLD}.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"release": OLD, "patchsets": ["overlayfs-mnt-id"], "commit": "ab" * 20}))
+    changelog(root, OLD, ["nothing relevant"])
+    done, report = probe("--root", str(root))
+    mnt_id = checks(report)["overlayfs.mnt_id"]
+    assert (mnt_id["status"], mnt_id["evidence"]) == ("pass", "tree")
+    assert f"build record {record}" in mnt_id["detail"]
+    assert done.returncode == 0
+
+
+def test_release_and_config_without_an_image(tmp_path):
+    config = tmp_path / "config"
+    config.write_text(FULL_CONFIG.replace("CONFIG_UNIX_DIAG=y", "# CONFIG_UNIX_DIAG is not set"))
+    done, report = probe(
+        "--release", "4.1.5", "--config", str(config), "--check", "config.*", "--check", "aio.*"
+    )
+    assert report["mode"] == "offline" and report["kernel"]["release"] == "4.1.5"
+    assert checks(report)["config.UNIX_DIAG"]["status"] == "fail"
+    assert done.returncode == 1
+
+
+def test_offline_gate_can_require_an_optional_check(tmp_path):
+    root = make_image(tmp_path / "img", [NEW])
+    done, _ = probe("--root", str(root), "--require", "overlayfs.maps")
+    assert done.returncode == 2
+
+
+def test_offline_junit_for_ci(tmp_path):
+    root = make_image(tmp_path / "img", [OLD])
+    done = run_kcheck("probe", "--root", str(root), "--format", "junit")
+    assert done.returncode == 2
+    assert '<error message="judged offline' in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (lambda t: ["--root", str(t / "missing")], "not a directory"),
+        (lambda t: ["--root", str(t)], "no kernel found"),
+        (
+            lambda t: ["--root", str(make_image(t / "img", [NEW])), "--release", "9.9.9"],
+            f"--release 9.9.9: not in {{t}}/img; the image has {NEW}",
+        ),
+        (lambda t: ["--root", str(make_image(t / "img", [NEW])), "--timeout", "5"], "--timeout: live-only"),
+    ],
+)
+def test_bad_input_is_one_line_exit_3(tmp_path, args, message):
+    done = run_kcheck("probe", *args(tmp_path))
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("kcheck: error: ") and message.format(t=tmp_path) in line
+    assert done.stdout == ""
+
+
+def test_unreadable_image_config_is_bad_input(tmp_path):
+    root = make_image(tmp_path / "img", [NEW])
+    (root / "boot" / f"config-{NEW}").write_bytes(b"\x1f\x8b\x08\x00truncated")
+    done = run_kcheck("probe", "--root", str(root))
+    assert done.returncode == 3
+    assert f"config file {root}/boot/config-{NEW} is a corrupt gzip" in done.stderr
