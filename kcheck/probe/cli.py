@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 FORMAT_NAMES = ("text", "json", "junit", "prometheus", "npd", "github")
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_BOOT_TIMEOUT = 300.0
+IMAGE_KERNEL = Path("<image kernel>")  # --boot without a value: the --root image's kernel
 
 
 def register(jobs) -> None:
@@ -69,6 +71,30 @@ def register(jobs) -> None:
         metavar="R",
         help="the kernel release to judge (default with --root: the vmlinuz link's target, else the newest)",
     )
+    vm = parser.add_argument_group("live in a VM (boot a kernel under QEMU with virtme-ng, probe inside)")
+    vm.add_argument(
+        "--boot",
+        nargs="?",
+        const=IMAGE_KERNEL,
+        type=Path,
+        metavar="KERNEL",
+        help="boot this bzImage/vmlinuz; without KERNEL, the --root image's own kernel",
+    )
+    vm.add_argument(
+        "--boot-timeout",
+        type=float,
+        default=DEFAULT_BOOT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"limit for the boot and probe (default {DEFAULT_BOOT_TIMEOUT:g}; KVM is tried "
+        "first for a shorter time when /dev/kvm is usable)",
+    )
+    vm.add_argument(
+        "--boot-append",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="guest kernel command line argument (repeatable), e.g. sysctl.fs.aio-max-nr=0",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -121,11 +147,14 @@ def probe_setup(
 
 
 def run(args: argparse.Namespace) -> int:
-    from kcheck.core.output import append_text, write_atomic
-    from kcheck.core.render import FORMATS, github_step_summary
     from kcheck.errors import KcheckError
     from kcheck.probe.engine import run_probe, select_checks
 
+    if args.boot is not None:
+        report = _probe_in_vm(args)
+        return _emit(args, report)
+    if args.boot_append or args.boot_timeout != DEFAULT_BOOT_TIMEOUT:
+        raise KcheckError("--boot-append/--boot-timeout: only with --boot KERNEL")
     offline = args.root is not None or args.release is not None
     if offline and args.timeout is not None:
         raise KcheckError("--timeout: live-only, but --root/--release judge a kernel offline; drop one")
@@ -134,7 +163,14 @@ def run(args: argparse.Namespace) -> int:
         raise KcheckError(f"--timeout {timeout}: must be a positive number of seconds")
     specs = select_checks(args.check, args.require, args.ignore)
     catalog, ctx = probe_setup(args.catalog, args.config, timeout, root=args.root, release=args.release)
-    report = run_probe(specs, ctx, catalog)
+    return _emit(args, run_probe(specs, ctx, catalog))
+
+
+def _emit(args: argparse.Namespace, report) -> int:
+    """Render the report as asked, to --output (atomically) or stdout; the exit code follows it."""
+    from kcheck.core.output import append_text, write_atomic
+    from kcheck.core.render import FORMATS, github_step_summary
+
     color = (
         args.format == "text"
         and args.output is None
@@ -150,3 +186,38 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "github" and summary_path:
         append_text(Path(summary_path), github_step_summary(report))
     return int(report.exit_code)
+
+
+def _probe_in_vm(args: argparse.Namespace):
+    from kcheck.errors import KcheckError
+    from kcheck.probe.engine import select_checks
+    from kcheck.probe.image import select_release
+    from kcheck.probe.vm import BootPlan, find_kernel_config, probe_in_vm
+
+    if args.boot_timeout <= 0:
+        raise KcheckError(f"--boot-timeout {args.boot_timeout}: must be a positive number of seconds")
+    select_checks(args.check, args.require, args.ignore)  # unknown ids: bad input before booting
+    kernel, config = args.boot, args.config
+    if kernel == IMAGE_KERNEL:
+        if args.root is None:
+            raise KcheckError(
+                "--boot without KERNEL boots the --root image's kernel; pass --root DIR or a KERNEL"
+            )
+        release, _ = select_release(args.root, args.release)
+        kernel = args.root / "boot" / f"vmlinuz-{release}"
+        if config is None and (args.root / "boot" / f"config-{release}").is_file():
+            config = args.root / "boot" / f"config-{release}"
+    passthrough = [f"--check={i}" for i in args.check] + [f"--require={i}" for i in args.require]
+    passthrough += [f"--ignore={i}" for i in args.ignore]
+    if args.catalog is not None:
+        passthrough.append(f"--catalog={args.catalog.resolve()}")
+    if args.timeout is not None:
+        passthrough.append(f"--timeout={args.timeout}")
+    plan = BootPlan(
+        kernel=kernel,
+        config=find_kernel_config(kernel, config),
+        timeout=args.boot_timeout,
+        append=tuple(args.boot_append),
+        probe_args=tuple(passthrough),
+    )
+    return probe_in_vm(plan)

@@ -56,6 +56,15 @@ def default_release(root: Path, releases: list[str]) -> str:
     return releases[0]
 
 
+def select_release(root: Path, release: str | None) -> tuple[str, tuple[str, ...]]:
+    """The image kernel to judge (--release, else the default) and the others it holds."""
+    releases = image_releases(root)
+    if release is not None and release not in releases:
+        raise KcheckError(f"--release {release}: not in {root}; the image has {', '.join(releases)}")
+    chosen = release or default_release(root, releases)
+    return chosen, tuple(r for r in releases if r != chosen)
+
+
 def observe_image(ctx: ProbeContext) -> dict[str, Any]:
     """The image's evidence about its kernel's fixes: a kcheck build record and the changelog."""
     if ctx.root is None:

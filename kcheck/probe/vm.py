@@ -1,0 +1,195 @@
+"""`kcheck probe --boot`: boot a kernel under QEMU with virtme-ng and probe it live inside.
+
+The guest sees the host's filesystem read-only, so it runs this very kcheck; its JSON
+report comes back on the console between markers and is returned with mode "vm".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kcheck.core.result import ExitCode, Report, report_from_dict
+from kcheck.errors import KcheckError
+
+BEGIN, END = "=====KCHECK-REPORT-BEGIN=====", "=====KCHECK-REPORT-END====="
+CONSOLE_TAIL = 25
+# A KVM that cannot run here aborts within seconds ("failed to set MSR 0x10a") or hangs;
+# either way it gets this long before software emulation takes over.
+KVM_TRIAL_SECONDS = 45
+# What virtme-ng needs built in (no initramfs modules for a fresh kernel): any one of
+# each group's alternatives.
+VM_CONFIG_NEEDS = (
+    ("virtio transport", (("VIRTIO_PCI",), ("VIRTIO_MMIO",))),
+    ("host filesystem export", (("NET_9P", "NET_9P_VIRTIO", "9P_FS"), ("FUSE_FS", "VIRTIO_FS"))),
+    ("serial console", (("SERIAL_8250", "SERIAL_8250_CONSOLE"),)),
+    ("devtmpfs and tmpfs", (("DEVTMPFS", "TMPFS"),)),
+)
+
+
+class BootFailed(KcheckError):
+    """The kernel never reached the probe (panic, hang, no report): undecided, exit 2."""
+
+    exit_code = ExitCode.UNDECIDED
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    kernel: Path
+    config: Path | None
+    timeout: float
+    append: tuple[str, ...]
+    probe_args: tuple[str, ...]
+
+
+def missing_vm_support(options: dict[str, str]) -> list[str]:
+    """The VM needs this kernel config lacks, e.g. 'host filesystem export: CONFIG_9P_FS or ...'."""
+    missing = []
+    for need, alternatives in VM_CONFIG_NEEDS:
+        if not any(all(options.get(f"CONFIG_{o}") == "y" for o in group) for group in alternatives):
+            choices = " or ".join("+".join(f"CONFIG_{o}=y" for o in group) for group in alternatives)
+            missing.append(f"{need} ({choices})")
+    return missing
+
+
+def find_kernel_config(kernel: Path, explicit: Path | None) -> Path | None:
+    """--config, else the build tree's .config (arch/*/boot/bzImage), else config-R beside vmlinuz-R."""
+    if explicit is not None:
+        return explicit
+    candidates = [kernel.parent / ".config"]
+    if len(kernel.parents) > 3 and kernel.parent.name == "boot" and kernel.parents[2].name == "arch":
+        candidates.insert(0, kernel.parents[3] / ".config")
+    if kernel.name.startswith("vmlinuz-"):
+        candidates.append(kernel.parent / f"config-{kernel.name.removeprefix('vmlinuz-')}")
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def _vng() -> str:
+    beside = Path(sys.executable).parent / "vng"
+    found = str(beside) if beside.exists() else shutil.which("vng")
+    if not found:
+        raise KcheckError("--boot needs virtme-ng (vng); install kcheck with its vm extra: scripts/install, or pip install '.[vm]' from the source")
+    if not shutil.which("qemu-system-x86_64"):
+        raise KcheckError("--boot needs QEMU; install it: apt-get install qemu-system-x86")
+    return found
+
+
+def guest_command(plan: BootPlan) -> str:
+    """The shell line run inside the guest: this kcheck's JSON probe, between markers."""
+    probe = [sys.executable, "-m", "kcheck", "probe", "--format", "json", *plan.probe_args]
+    if plan.config is not None:
+        probe += ["--config", str(plan.config.resolve())]
+    return f"echo {BEGIN}; {shlex.join(probe)}; echo {END} $?"
+
+
+def vng_argv(vng: str, plan: BootPlan, kvm: bool) -> list[str]:
+    argv = [vng, "--run", str(plan.kernel), "--memory", "1G", "--cpus", "2", "--disable-microvm"]
+    if not kvm:
+        argv.append("--disable-kvm")
+    if plan.append:
+        argv += ["--append", " ".join(plan.append)]
+    return [*argv, "--exec", guest_command(plan)]
+
+
+def parse_console(output: str) -> dict | None:
+    """The guest's JSON report from the console text; None if the probe never finished."""
+    start, end = output.find(BEGIN), output.rfind(END)
+    if start < 0 or end < start:
+        return None
+    try:
+        data = json.loads(output[start + len(BEGIN) : end])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _run(argv: list[str], timeout: float) -> tuple[str, bool]:
+    """Console output and whether it timed out; the whole QEMU process group dies either way."""
+    env = {**os.environ, "PATH": f"{Path(argv[0]).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        return output, False
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return output, True
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def probe_in_vm(plan: BootPlan) -> Report:
+    if not plan.kernel.is_file():
+        raise KcheckError(f"--boot {plan.kernel}: no such kernel image; pass a bzImage or vmlinuz")
+    if plan.config is None:
+        print(
+            f"kcheck: warning: no config found for {plan.kernel}; cannot check it can boot in a VM "
+            "(pass --config)",
+            file=sys.stderr,
+        )
+    else:
+        from kcheck.probe.observe import read_config_file
+
+        missing = missing_vm_support(read_config_file(plan.config))
+        if missing:
+            raise KcheckError(
+                f"--boot {plan.kernel}: its config {plan.config} lacks what the VM needs: "
+                f"{'; '.join(missing)}; rebuild with those options (vng --kconfig sets them)"
+            )
+    vng = _vng()
+    attempts = (
+        [(True, min(plan.timeout, KVM_TRIAL_SECONDS)), (False, plan.timeout)]
+        if kvm_usable()
+        else [(False, plan.timeout)]
+    )
+    tried = []
+    for kvm, timeout in attempts:
+        started = time.monotonic()
+        output, timed_out = _run(vng_argv(vng, plan, kvm), timeout)
+        seconds = time.monotonic() - started
+        data = parse_console(output)
+        if data is not None:
+            break
+        why = f"timed out after {timeout:g}s" if timed_out else "exited without a report"
+        tried.append(f"{'KVM' if kvm else 'software emulation'}: {why}")
+    else:
+        tail = "\n".join(output.rstrip().splitlines()[-CONSOLE_TAIL:])
+        raise BootFailed(
+            f"--boot {plan.kernel}: the kernel never reached the probe ({'; '.join(tried)}); "
+            f"last console lines:\n{tail}"
+        )
+    try:
+        report = report_from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BootFailed(f"--boot {plan.kernel}: the guest's report is malformed ({exc})") from None
+    report.mode = "vm"
+    report.kernel["boot"] = {
+        "kernel": str(plan.kernel),
+        "accelerator": "kvm" if kvm else "tcg",
+        "seconds": round(seconds, 1),
+        "fallback": tried,
+    }
+    return report
