@@ -8,7 +8,6 @@ architecture and a kernel at least as new; its criu is at least as new as the so
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from kcheck.core.result import SCHEMA, ExitCode, Status
 from kcheck.errors import KcheckError
 
 COMPARE_SCHEMA = "kcheck.cr.compare/1"
-_CRIU_VERSION = re.compile(r"\d+(\.\d+)*")
 
 
 @dataclass(frozen=True)
@@ -82,10 +80,6 @@ def load_report(path: Path) -> HostReport:
     )
 
 
-def _criu_key(version: str) -> tuple[int, ...] | None:
-    return tuple(int(part) for part in version.split(".")) if _CRIU_VERSION.fullmatch(version) else None
-
-
 def compare(source: HostReport, target: HostReport) -> list[Problem]:
     problems = []
     if target.verdict != "ready":
@@ -132,8 +126,11 @@ def _criu_problems(source: HostReport, target: HostReport) -> list[Problem]:
             return [
                 Problem("criu", f"no criu version in the {name} report: install criu there and probe as root")
             ]
-    old, new = _criu_key(str(source.criu)), _criu_key(str(target.criu))
-    if old is None or new is None:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        old, new = Version(str(source.criu)), Version(str(target.criu))
+    except InvalidVersion:
         return [Problem("criu", f"criu versions {source.criu!r} and {target.criu!r} cannot be compared")]
     if new < old:
         return [Problem("criu", f"target criu {target.criu} is older than source criu {source.criu}")]
