@@ -89,6 +89,12 @@ def register(jobs) -> None:
         "first for a shorter time when /dev/kvm is usable)",
     )
     vm.add_argument(
+        "--boot-accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="auto (default): KVM when /dev/kvm works, else software emulation (tcg)",
+    )
+    vm.add_argument(
         "--boot-append",
         action="append",
         default=[],
@@ -153,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if args.boot is not None:
         report = _probe_in_vm(args)
         return _emit(args, report)
-    if args.boot_append or args.boot_timeout != DEFAULT_BOOT_TIMEOUT:
-        raise KcheckError("--boot-append/--boot-timeout: only with --boot KERNEL")
+    if args.boot_append or args.boot_timeout != DEFAULT_BOOT_TIMEOUT or args.boot_accel != "auto":
+        raise KcheckError("--boot-append/--boot-timeout/--boot-accel: only with --boot KERNEL")
     offline = args.root is not None or args.release is not None
     if offline and args.timeout is not None:
         raise KcheckError("--timeout: live-only, but --root/--release judge a kernel offline; drop one")
@@ -219,5 +225,6 @@ def _probe_in_vm(args: argparse.Namespace):
         timeout=args.boot_timeout,
         append=tuple(args.boot_append),
         probe_args=tuple(passthrough),
+        accel=args.boot_accel,
     )
     return probe_in_vm(plan)

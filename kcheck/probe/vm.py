@@ -48,6 +48,7 @@ class BootPlan:
     timeout: float
     append: tuple[str, ...]
     probe_args: tuple[str, ...]
+    accel: str = "auto"  # auto: KVM when /dev/kvm is usable, then software emulation; kvm; tcg
 
 
 def missing_vm_support(options: dict[str, str]) -> list[str]:
@@ -80,7 +81,10 @@ def _vng() -> str:
     beside = Path(sys.executable).parent / "vng"
     found = str(beside) if beside.exists() else shutil.which("vng")
     if not found:
-        raise KcheckError("--boot needs virtme-ng (vng); install kcheck with its vm extra: scripts/install, or pip install '.[vm]' from the source")
+        raise KcheckError(
+            "--boot needs virtme-ng (vng); install kcheck with its vm extra: scripts/install, "
+            "or pip install '.[vm]' from the source"
+        )
     if not shutil.which("qemu-system-x86_64"):
         raise KcheckError("--boot needs QEMU; install it: apt-get install qemu-system-x86")
     return found
@@ -160,7 +164,7 @@ def probe_in_vm(plan: BootPlan) -> Report:
                 f"{'; '.join(missing)}; rebuild with those options (vng --kconfig sets them)"
             )
     vng = _vng()
-    attempts = (
+    attempts = {"kvm": [(True, plan.timeout)], "tcg": [(False, plan.timeout)]}.get(plan.accel) or (
         [(True, min(plan.timeout, KVM_TRIAL_SECONDS)), (False, plan.timeout)]
         if kvm_usable()
         else [(False, plan.timeout)]
