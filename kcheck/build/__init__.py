@@ -1,0 +1,1 @@
+"""kcheck build-kernel: rebuild the distro kernel with the catalog's fixes."""
