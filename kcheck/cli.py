@@ -19,6 +19,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
+    from kcheck.build import cli as build_cli
     from kcheck.cr import cli as cr_cli
     from kcheck.patchsets import cli as patchsets_cli
     from kcheck.probe import cli as probe_cli
@@ -34,6 +35,7 @@ def build_parser() -> ArgumentParser:
     probe_cli.register(jobs)
     patchsets_cli.register(jobs)
     cr_cli.register(jobs)
+    build_cli.register(jobs)
     return parser
 
 

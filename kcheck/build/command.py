@@ -1,0 +1,229 @@
+"""`kcheck build-kernel` from parsed arguments: preflight, then a dry run or the stages.
+
+Preflight refuses bad input before anything is written (not even the work dir), so a
+refusal leaves the host as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import git
+
+from kcheck.build import plan, preflight, runner
+from kcheck.build.gitops import TreeGit
+from kcheck.build.options import (
+    DEFAULT_UPSTREAM,
+    BuildOptions,
+    default_targets,
+    default_workdir,
+    parse_setting,
+    parse_size,
+)
+from kcheck.build.progress import BuildLog, Progress
+from kcheck.build.source import distro_kernel_repo, read_os_release
+from kcheck.build.state import (
+    MARKER_ENV,
+    BuildState,
+    Stage,
+    StageStatus,
+    WorkdirLock,
+    stop_leftover_processes,
+)
+from kcheck.errors import KcheckError
+from kcheck.patchsets.audit import open_tree
+from kcheck.patchsets.catalog import Patchset, load_catalog
+
+# With --continue/--abort the saved options are replayed; only these may be given too.
+RESUME_OPTIONS = {"resume", "workdir", "yes"}
+LOG_FILE = "build.log"
+
+
+def execute(given: dict[str, Any]) -> int:
+    resume = given.get("resume")
+    options = saved_options(given) if resume is not None else options_from(given)
+    if resume == "abort":
+        return run_locked(options, None, lambda run: runner.abort(run))
+    dry_run = bool(given.get("dry_run"))
+    catalog, upstream, config_path = check_before_work(options, dry_run, resume is not None)
+    if dry_run:
+        print(runner.dry_run(options, catalog, upstream, config_path), end="")
+        return 0
+    return run_locked(
+        options,
+        (catalog, upstream, config_path),
+        lambda run: runner.run_stages(run, continuing=resume == "continue"),
+    )
+
+
+def options_from(given: dict[str, Any]) -> BuildOptions:
+    """BuildOptions from the command line, with kcheck's defaults; paths made absolute."""
+    targets = tuple(t for text in given.get("targets", []) for t in re.split(r"[\s,]+", text) if t)
+    repo = given.get("repo")
+    if given.get("tree") is None and repo is None:
+        repo = distro_kernel_repo(read_os_release())
+    absolute = {
+        key: Path(given[key]).absolute() for key in ("tree", "reference", "catalog") if given.get(key)
+    }
+    return BuildOptions(
+        workdir=Path(given.get("workdir") or default_workdir()).absolute(),
+        tree=absolute.get("tree"),
+        repo=repo,
+        branch=given.get("branch"),
+        reference=absolute.get("reference"),
+        blob_filter=given.get("blob_filter", True),
+        upstream=given.get("upstream"),
+        catalog=absolute.get("catalog"),
+        patchsets=tuple(given.get("patchsets", ())),
+        config=config_option(given.get("config", "running")),
+        localmodconfig=given.get("localmodconfig", False),
+        settings=tuple(parse_setting(text) for text in given.get("settings", ())),
+        localversion=given.get("localversion", "-kcheck"),
+        jobs=given.get("jobs") or len(os.sched_getaffinity(0)),
+        targets=targets or default_targets(),
+        cc_wrapper=given.get("cc_wrapper"),
+        install=given.get("install", False),
+        reboot=given.get("reboot", False),
+        yes=given.get("yes", False),
+        min_free=parse_size(given["min_free"]) if "min_free" in given else BuildOptions.min_free,
+    )
+
+
+def config_option(value: str) -> str:
+    return value if value == "running" else str(Path(value).absolute())
+
+
+def saved_options(given: dict[str, Any]) -> BuildOptions:
+    """--continue/--abort: the options of the run that stopped, from its state file."""
+    flag = f"--{given['resume']}"
+    extra = sorted(set(given) - RESUME_OPTIONS)
+    if extra:
+        shown = ", ".join("--" + key.replace("_", "-") for key in extra)
+        raise KcheckError(f"{flag} replays the stopped run's saved options; drop {shown} (only --workdir)")
+    workdir = Path(given.get("workdir") or default_workdir()).absolute()
+    state = BuildState.load(workdir)
+    if state is None:
+        raise KcheckError(f"{flag}: no build state in {workdir}; pass the --workdir of the stopped run")
+    options = BuildOptions.from_json(state.options)
+    if "yes" in given:
+        options = BuildOptions.from_json({**state.options, "yes": True})
+    return options
+
+
+def load_build_catalog(options: BuildOptions) -> dict[str, Patchset]:
+    from kcheck.probe.checks import CHECK_IDS
+
+    catalog = load_catalog(options.catalog, CHECK_IDS)
+    plan.check_patchset_names(catalog, options.patchsets)
+    return catalog
+
+
+def check_before_work(options: BuildOptions, dry_run: bool, resuming: bool) -> tuple[dict, str, Path]:
+    """Every refusal before any work: root, catalog, tools, source, config, clean tree, disk."""
+    if options.install and not dry_run:
+        preflight.check_root(os.geteuid())
+    catalog = load_build_catalog(options)
+    upstream = options.upstream or common_upstream(catalog, options)
+    check_url("--upstream", upstream)
+    preflight.check_tools(options.cc_wrapper)
+    if options.repo is not None:
+        check_url("--repo", options.repo)
+    reference = options.reference
+    if reference is not None and not ((reference / ".git").exists() or (reference / "objects").is_dir()):
+        raise KcheckError(f"--reference {reference}: not a git repository; pass a local kernel clone")
+    tree = runner.tree_path(options)
+    state = BuildState.load(options.workdir)
+    if state is not None and not same_source(state, options):
+        pick = state.get(Stage.PICK)
+        if pick is not None and pick.status == StageStatus.CONFLICT:
+            raise KcheckError(
+                f"--workdir {options.workdir} holds a cherry-pick stopped on a conflict in "
+                f"{state.options['tree'] or 'its clone'}; --continue or --abort it first, "
+                "or pass another --workdir"
+            )
+    if options.tree is not None or (tree / ".git").exists():
+        check_tree(tree, state if state is not None and same_source(state, options) else None, resuming)
+    from kcheck.build.kbuild import base_config_text, config_source
+
+    config_path = config_source(options.config, os.uname().release)
+    base_config_text(config_path)
+    places = {"--workdir": options.workdir}
+    if options.tree is not None:
+        places["--tree"] = options.tree
+    preflight.check_free_space(places, options.min_free)
+    return catalog, upstream, config_path
+
+
+def common_upstream(catalog: dict[str, Patchset], options: BuildOptions) -> str:
+    """The catalog's upstream for the patchsets in play; they must agree, else --upstream decides."""
+    wanted = [catalog[name] for name in options.patchsets] or list(catalog.values())
+    urls = sorted({p.upstream for p in wanted})
+    if len(urls) > 1:
+        raise KcheckError(
+            f"the catalog's patchsets name {len(urls)} upstreams ({', '.join(urls)}); pass --upstream"
+        )
+    return urls[0] if urls else DEFAULT_UPSTREAM
+
+
+def check_url(option: str, url: str) -> None:
+    try:
+        git.Git.check_unsafe_protocols(url)
+    except git.UnsafeProtocolError:
+        raise KcheckError(
+            f"{option} {url}: refused an unsafe git transport; pass an https, ssh, git or file URL"
+        ) from None
+
+
+def same_source(state: BuildState, options: BuildOptions) -> bool:
+    saved = state.options
+    current = options.to_json()
+    return all(saved.get(key) == current[key] for key in ("tree", "repo", "branch"))
+
+
+def check_tree(tree: Path, state: BuildState | None, resuming: bool) -> None:
+    """A kernel git work tree, clean, and not mid-operation (unless it is this run's own pick)."""
+    kernel = open_tree(tree, "HEAD")
+    with kernel.repo as repo:
+        if repo.bare:
+            raise KcheckError(f"--tree {tree}: a bare repository; pass a checkout (a work tree)")
+        pick = state.get(Stage.PICK) if state is not None else None
+        ours = pick is not None and pick.status in (StageStatus.CONFLICT, StageStatus.RUNNING)
+        if pick is not None and pick.status == StageStatus.CONFLICT and not resuming:
+            raise KcheckError(
+                f"--tree {tree}: the last run stopped on a cherry-pick conflict; "
+                "resolve it and pass --continue, or pass --abort"
+            )
+        if ours:
+            return
+        tree_git = TreeGit(repo, None)
+        preflight.check_clean(
+            tree, tree_git.changed_files(), preflight.in_progress_operation(tree_git.git_dir)
+        )
+
+
+def run_locked(options: BuildOptions, checked: tuple | None, work) -> int:
+    """Create and lock the work dir, stop what a killed run left, then do `work` with a Run."""
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(options.workdir):
+        os.environ[MARKER_ENV] = str(options.workdir)
+        for pid, command in stop_leftover_processes(options.workdir):
+            print(f"[resume] stopped {command} (pid {pid}) left running by an interrupted run")
+        state = BuildState.load(options.workdir)
+        if state is None or not same_source(state, options):
+            state = BuildState(options.workdir / "state.json", options.to_json())
+        state.options = options.to_json()
+        log = BuildLog(options.workdir / LOG_FILE)
+        try:
+            if checked is None:  # --abort: no catalog or config needed
+                catalog, upstream, config_path = {}, "", Path()
+            else:
+                catalog, upstream, config_path = checked
+            run = runner.Run(options, catalog, upstream, config_path, state, log, Progress(log))
+            log.header("kcheck build-kernel " + " ".join(f"{k}={v}" for k, v in options.to_json().items()))
+            work(run)
+        finally:
+            log.close()
+    return 0

@@ -1,0 +1,274 @@
+"""The git side of a build: clone, fetch the fixes, cherry-pick them, abort, tag the result.
+
+All through GitPython with its unsafe-protocol and unsafe-option guards left on; every
+command and its output goes to the build log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from kcheck.build.progress import BuildLog, shell_line
+from kcheck.core.result import ExitCode
+from kcheck.errors import KcheckError
+from kcheck.patchsets.catalog import Commit
+
+REMOTE = "kcheck-upstream"
+FETCHED_REF_PREFIX = "refs/kcheck/upstream/"
+
+
+class StageFailed(KcheckError):
+    """A stage could not finish (git or make failed): exit 1, the log says why."""
+
+    exit_code = ExitCode.NOT_READY
+
+
+def git_reason(exc: git.GitCommandError) -> str:
+    """git's own words for a failure: its first fatal/error line."""
+    lines = [line.strip() for line in str(exc.stderr).splitlines()]
+    lines = [line.removeprefix("stderr:").strip(" '\"") for line in lines]
+    wanted = [line for line in lines if line.startswith(("fatal:", "error:"))] or [x for x in lines if x]
+    return wanted[0] if wanted else f"git exited {exc.status}"
+
+
+class TreeGit:
+    """A kernel work tree's repository, with each command logged."""
+
+    def __init__(self, repo: git.Repo, log: BuildLog | None) -> None:
+        self.repo = repo
+        self.log = log
+        self.path = Path(repo.working_tree_dir or repo.git_dir)
+        if not _has_identity(repo):
+            # Cherry-picks and the build tag need a committer; lab hosts often have none set.
+            repo.git.update_environment(
+                GIT_COMMITTER_NAME="kcheck build-kernel", GIT_COMMITTER_EMAIL=f"kcheck@{socket.gethostname()}"
+            )
+
+    def run(self, *args: str) -> str:
+        """`git ARGS` in the tree; GitCommandError on failure, after logging it."""
+        assert self.log is not None, "a dry run never changes the tree"
+        self.log.command(shell_line(["git", *args]), self.path)
+        try:
+            status, out, err = self.repo.git.execute(
+                ["git", *args], with_extended_output=True, with_exceptions=True
+            )
+        except git.GitCommandError as exc:
+            self.log.write(f"{exc.stdout}\n{exc.stderr}".strip())
+            raise
+        self.log.write("\n".join(part for part in (out, err) if part))
+        return out
+
+    def head(self) -> str:
+        return self.repo.head.commit.hexsha
+
+    def current_branch(self) -> str | None:
+        return None if self.repo.head.is_detached else self.repo.active_branch.name
+
+    def has_commit(self, name: str) -> bool:
+        try:
+            self.repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}")
+        except git.GitCommandError:
+            return False
+        return True
+
+    def changed_files(self) -> list[str]:
+        """Tracked files with uncommitted changes (untracked and ignored build output is fine)."""
+        output = self.repo.git.status("--porcelain", "--untracked-files=no")
+        return [line[3:] for line in output.splitlines() if line.strip()]
+
+    def conflicted_files(self) -> list[str]:
+        return self.repo.git.diff("--name-only", "--diff-filter=U").split()
+
+    @property
+    def git_dir(self) -> Path:
+        return Path(self.repo.git_dir)
+
+    def picking(self) -> bool:
+        return (self.git_dir / "CHERRY_PICK_HEAD").exists()
+
+    def commit_date(self, rev: str) -> str:
+        """The committer date, RFC 2822: a fixed KBUILD_BUILD_TIMESTAMP that `date -d` reads."""
+        return self.repo.git.log("-1", "--format=%cd", "--date=rfc2822", rev)
+
+    def origin_url(self) -> str | None:
+        try:
+            return self.repo.remote("origin").url
+        except ValueError:
+            return None
+
+
+def _has_identity(repo: git.Repo) -> bool:
+    try:
+        repo.git.var("GIT_COMMITTER_IDENT")
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def clone_argv(
+    url: str, dest: Path, branch: str | None, reference: Path | None, blob_filter: bool
+) -> list[str]:
+    """The options of the clone; `git clone OPTIONS URL DEST` is the command."""
+    options = ["--filter=blob:none"] if blob_filter else []
+    if branch:
+        options += ["--branch", branch]
+    if reference:
+        options += ["--reference", str(reference)]
+    return options
+
+
+def clone(url: str, dest: Path, options: list[str], log: BuildLog) -> git.Repo:
+    """Clone, through GitPython's guards. A server that ignores --filter gives a full clone."""
+    log.command(shell_line(["git", "clone", *options, url, str(dest)]))
+    try:
+        repo = git.Repo.clone_from(url, dest, multi_options=options)
+    except (git.UnsafeProtocolError, git.UnsafeOptionError):
+        raise KcheckError(
+            f"--repo {url}: refused an unsafe git transport; pass an https, ssh or git URL"
+        ) from None
+    except git.GitCommandError as exc:
+        log.write(str(exc.stderr))
+        shutil.rmtree(dest, ignore_errors=True)
+        raise StageFailed(f"clone of {url} failed: {git_reason(exc)}") from None
+    return repo
+
+
+def partial_clone(repo: git.Repo) -> bool:
+    """Whether a clone kept the blob filter (the server honoured it)."""
+    reader = repo.config_reader()
+    return reader.has_option('remote "origin"', "promisor")
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What to fetch for the catalog commits the tree lacks: full SHAs, and tags for abbreviations."""
+
+    shas: tuple[str, ...]
+    tags: tuple[str, ...]
+
+    @property
+    def refspecs(self) -> list[str]:
+        return [f"{sha}:{FETCHED_REF_PREFIX}{sha}" for sha in self.shas] + [
+            f"refs/tags/{tag}:refs/tags/{tag}" for tag in self.tags
+        ]
+
+    def argv(self) -> list[str]:
+        return ["git", "fetch", "--no-tags", REMOTE, *self.refspecs]
+
+    def __bool__(self) -> bool:
+        return bool(self.shas or self.tags)
+
+
+def plan_fetch(tree: TreeGit, commits: list[Commit]) -> FetchPlan:
+    """Only what the commits need: nothing for those the tree has, a tag where a SHA is abbreviated."""
+    shas, tags = [], []
+    for commit in commits:
+        if tree.has_commit(commit.sha):
+            continue
+        if commit.is_full:
+            shas.append(commit.sha)
+        elif commit.tag not in tags:
+            tags.append(commit.tag)
+    return FetchPlan(tuple(dict.fromkeys(shas)), tuple(tags))
+
+
+def remote_argv(tree: TreeGit, url: str) -> list[str] | None:
+    """The command that points the kcheck-upstream remote at `url`, None when it already does."""
+    try:
+        current = tree.repo.remote(REMOTE).url
+    except ValueError:
+        return ["git", "remote", "add", REMOTE, url]
+    return None if current == url else ["git", "remote", "set-url", REMOTE, url]
+
+
+def fetch(tree: TreeGit, url: str, plan: FetchPlan) -> None:
+    """Add or repoint the kcheck-upstream remote and fetch the plan; never a full remote update.
+
+    The remote is created through GitPython (its URL guard applies). The fetch runs as a plain
+    `git fetch`: GitPython cannot parse the result of fetching a bare SHA, and its argv is
+    kcheck's own (fixed remote name, validated SHAs and tags).
+    """
+    argv = remote_argv(tree, url)
+    try:
+        if argv is not None:
+            tree.log.command(shell_line(argv), tree.path)
+            if argv[2] == "add":
+                tree.repo.create_remote(REMOTE, url)
+            else:
+                tree.repo.remote(REMOTE).set_url(url)
+        tree.run(*plan.argv()[1:])
+    except (git.UnsafeProtocolError, git.UnsafeOptionError):
+        raise KcheckError(
+            f"--upstream {url}: refused an unsafe git transport; pass an https, ssh, git or file URL"
+        ) from None
+    except git.GitCommandError as exc:
+        raise StageFailed(f"fetch from {url} failed: {git_reason(exc)}") from None
+
+
+@dataclass(frozen=True)
+class PickOutcome:
+    new_sha: str | None  # None: the pick was empty (the tree already had the change)
+    conflicts: tuple[str, ...] = ()
+
+
+def cherry_pick(tree: TreeGit, sha: str) -> PickOutcome:
+    """`git cherry-pick -x SHA`; on a conflict the tree is left mid-cherry-pick."""
+    try:
+        tree.run("cherry-pick", "-x", sha)
+    except git.GitCommandError as exc:
+        conflicts = tree.conflicted_files()
+        if conflicts:
+            return PickOutcome(None, tuple(conflicts))
+        if tree.picking() and not tree.repo.git.diff("--cached", "--name-only"):
+            tree.run("cherry-pick", "--skip")  # empty: the tree already carries the change
+            return PickOutcome(None)
+        raise StageFailed(f"git cherry-pick -x {sha[:12]} failed: {git_reason(exc)}") from None
+    return PickOutcome(tree.head())
+
+
+def continue_pick(tree: TreeGit) -> str | None:
+    """Commit the resolved cherry-pick with git's own -x message; the new SHA (None if empty)."""
+    conflicts = tree.conflicted_files()
+    if conflicts:
+        raise KcheckError(
+            f"--continue: {tree.path} still has unresolved files ({', '.join(conflicts)}); "
+            f"edit them, `git add` them, then rerun --continue"
+        )
+    if not tree.picking():
+        return None  # the user committed (or skipped) it already
+    if not tree.repo.git.diff("--cached", "--name-only"):
+        tree.run("cherry-pick", "--skip")
+        return None
+    with tree.repo.git.custom_environment(GIT_EDITOR="true"):
+        tree.run("cherry-pick", "--continue")
+    return tree.head()
+
+
+def abort(tree: TreeGit, original_branch: str | None, original_commit: str, branch: str | None) -> None:
+    """Undo kcheck's pick: stop a cherry-pick, go back to where the run started, drop its branch."""
+    if tree.picking():
+        tree.run("cherry-pick", "--abort")
+    tree.run("checkout", "--quiet", original_branch or original_commit)
+    if original_branch is None:
+        tree.run("checkout", "--quiet", "--detach", original_commit)
+    if branch and branch != original_branch and branch in [head.name for head in tree.repo.heads]:
+        tree.run("branch", "-D", branch)
+
+
+def unique_branch(tree: TreeGit, wanted: str) -> str:
+    existing = {head.name for head in tree.repo.heads}
+    name, number = wanted, 2
+    while name in existing:
+        name, number = f"{wanted}-{number}", number + 1
+    return name
+
+
+def tag_argv(name: str, message: str) -> list[str]:
+    """An annotated tag on the built commit: it marks what was built, and makes the kernel's
+    setlocalversion see a tagged tree, so `make kernelrelease` has no "+" appended."""
+    return ["git", "tag", "--annotate", "--force", "--message", message, name]

@@ -1,0 +1,162 @@
+"""The kernel side of a build: the config commands, the make commands, and running them.
+
+Commands are argv lists run in the tree with their output in the build log. The same lists
+are what --dry-run prints and what reproducer.sh replays.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kcheck.build.gitops import StageFailed
+from kcheck.build.options import BuildOptions, ConfigSetting
+from kcheck.build.progress import BuildLog, shell_line
+from kcheck.core.procparse import parse_kconfig
+from kcheck.errors import KcheckError
+
+BUILD_USER = "kcheck"
+BUILD_HOST = "kcheck"
+# Debian and Ubuntu configs name certificate files that only their own build tree has.
+KEY_FILE_OPTIONS = ("SYSTEM_TRUSTED_KEYS", "SYSTEM_REVOCATION_KEYS")
+BASE_CONFIG = "base.config"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command run in the tree; `answer_defaults` pipes `yes ''` into it (localmodconfig)."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    answer_defaults: bool = False
+
+    def shell(self) -> str:
+        line = shell_line(self.argv, self.env)
+        return f"yes '' | {line}" if self.answer_defaults else line
+
+
+def running_config(release: str) -> Path:
+    """`--config running`: /proc/config.gz, else /boot/config-RELEASE (and the modules dir copies)."""
+    from kcheck.probe.observe import config_candidates
+
+    for path in config_candidates(release):
+        if path.is_file():
+            return path
+    raise KcheckError(
+        f"--config running: no config for the running kernel {release} "
+        "(no /proc/config.gz or /boot/config-RELEASE); pass --config FILE"
+    )
+
+
+def config_source(spec: str, release: str) -> Path:
+    return running_config(release) if spec == "running" else Path(spec)
+
+
+def base_config_text(path: Path) -> str:
+    """The options of a config file (gzip or plain) as a .config; KcheckError naming the file."""
+    from kcheck.probe.observe import read_config_file
+
+    options = read_config_file(path)
+    lines = [
+        f"# CONFIG_{name[7:]} is not set" if value == "n" else f"{name}={value}"
+        for name, value in options.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def stale_key_settings(config_text: str, tree: Path) -> list[ConfigSetting]:
+    """Clear SYSTEM_TRUSTED_KEYS / SYSTEM_REVOCATION_KEYS when they name files the tree lacks."""
+    options = parse_kconfig(config_text)
+    clear = []
+    for name in KEY_FILE_OPTIONS:
+        value = options.get(f"CONFIG_{name}", "").strip('"')
+        if value and not (tree / value).is_file():
+            clear.append(ConfigSetting(name, '""'))
+    return clear
+
+
+def make_variables(options: BuildOptions, timestamp: str) -> tuple[str, ...]:
+    """Fixed build identity, so rebuilds of one commit are reproducible; CC= for --cc-wrapper."""
+    variables = [
+        f"KBUILD_BUILD_TIMESTAMP={timestamp}",
+        f"KBUILD_BUILD_USER={BUILD_USER}",
+        f"KBUILD_BUILD_HOST={BUILD_HOST}",
+    ]
+    if options.cc:
+        variables.append(f"CC={options.cc}")
+    return tuple(variables)
+
+
+def make_env(options: BuildOptions) -> dict[str, str]:
+    """ccache keys on the source directory too unless told not to: clones of a tree share hits."""
+    return {"CCACHE_NOHASHDIR": "true"} if options.cc_wrapper and "ccache" in options.cc_wrapper else {}
+
+
+def config_commands(
+    options: BuildOptions, base: Path, stale_keys: list[ConfigSetting], variables: tuple[str, ...]
+) -> list[Command]:
+    """Copy the base config, trim it, set LOCALVERSION and --set options, then olddefconfig."""
+    edit = ("scripts/config", "--file", ".config")
+    commands = [Command(("cp", str(base), ".config"))]
+    if options.localmodconfig:
+        commands.append(Command(("make", *variables, "localmodconfig"), answer_defaults=True))
+    settings = [ConfigSetting("LOCALVERSION", f'"{options.localversion}"'), *stale_keys, *options.settings]
+    commands += [Command((*edit, *setting.scripts_config_args())) for setting in settings]
+    commands.append(Command(("make", *variables, "olddefconfig")))
+    return commands
+
+
+def release_command(variables: tuple[str, ...]) -> Command:
+    return Command(("make", "-s", *variables, "kernelrelease"))
+
+
+def build_command(options: BuildOptions, variables: tuple[str, ...]) -> Command:
+    return Command(("make", f"-j{options.jobs}", *variables, *options.targets), make_env(options))
+
+
+def install_commands(variables: tuple[str, ...], modules: bool) -> list[Command]:
+    """Modules first, as the kernel docs say: `make install` may build an initramfs from them."""
+    install = [Command(("make", *variables, "install"))]
+    return [Command(("make", *variables, "modules_install")), *install] if modules else install
+
+
+def lost_settings(settings: tuple[ConfigSetting, ...], config_text: str) -> list[ConfigSetting]:
+    """--set options olddefconfig did not keep (their dependencies are not met)."""
+    options = parse_kconfig(config_text)
+    lost = []
+    for setting in settings:
+        kept = options.get(f"CONFIG_{setting.name}", "n")
+        if kept != setting.value:
+            lost.append(setting)
+    return lost
+
+
+def run_command(command: Command, tree: Path, log: BuildLog, capture: bool = False) -> str:
+    """Run in the tree; output to the log (or returned when `capture`); StageFailed on failure."""
+    log.command(command.shell(), tree)
+    env = {**os.environ, **command.env}
+    feeder = subprocess.Popen(["yes", ""], stdout=subprocess.PIPE) if command.answer_defaults else None
+    try:
+        done = subprocess.run(
+            command.argv,
+            cwd=tree,
+            env=env,
+            stdin=feeder.stdout if feeder else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else log.file,
+            stderr=log.file,
+            text=True,
+        )
+    except OSError as exc:
+        raise StageFailed(f"{command.argv[0]}: cannot run it ({exc.strerror})") from None
+    finally:
+        if feeder is not None:
+            feeder.stdout.close()
+            feeder.kill()
+            feeder.wait()
+    if capture:
+        log.write(done.stdout)
+    if done.returncode != 0:
+        raise StageFailed(f"`{command.shell()}` exited {done.returncode}")
+    return done.stdout if capture else ""

@@ -1,0 +1,195 @@
+"""The options of one `kcheck build-kernel` run, validated, and kept in the state file.
+
+Everything here is pure: bad input becomes a KcheckError naming the option and the fix,
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from kcheck.errors import KcheckError
+
+GIB = 1 << 30
+DEFAULT_MIN_FREE = 20 * GIB
+DEFAULT_LOCALVERSION = "-kcheck"
+DEFAULT_UPSTREAM = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
+CC_WRAPPERS = ("ccache", "distcc")
+# The image target `make` builds for each machine (`uname -m`); modules are added to it.
+ARCH_IMAGES = {
+    "x86_64": "bzImage",
+    "i386": "bzImage",
+    "i686": "bzImage",
+    "aarch64": "Image.gz",
+    "armv7l": "zImage",
+    "riscv64": "Image",
+    "ppc64le": "vmlinux",
+    "s390x": "bzImage",
+}
+
+_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(y|m|n|-?\d+|0x[0-9a-fA-F]+|\".*\")$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_PLAIN_ARG = re.compile(r"^[^\s-][^\s]*$")
+
+
+@dataclass(frozen=True)
+class ConfigSetting:
+    """One `--set CONFIG_X=VALUE`, and the scripts/config command that applies it."""
+
+    name: str  # without the CONFIG_ prefix, as scripts/config takes it
+    value: str
+
+    def scripts_config_args(self) -> list[str]:
+        if self.value == "y":
+            return ["--enable", self.name]
+        if self.value == "m":
+            return ["--module", self.name]
+        if self.value == "n":
+            return ["--disable", self.name]
+        if self.value.startswith('"'):
+            return ["--set-str", self.name, self.value[1:-1]]
+        return ["--set-val", self.name, self.value]
+
+    def config_line(self) -> str:
+        """The line olddefconfig keeps in .config when the setting sticks."""
+        if self.value == "n":
+            return f"# CONFIG_{self.name} is not set"
+        return f"CONFIG_{self.name}={self.value}"
+
+
+def parse_setting(text: str) -> ConfigSetting:
+    match = _SET.match(text.strip())
+    if not match:
+        raise KcheckError(
+            f'--set {text}: expected CONFIG_NAME=y|m|n|NUMBER|"string", '
+            "e.g. --set CONFIG_CHECKPOINT_RESTORE=y"
+        )
+    return ConfigSetting(match.group(1).removeprefix("CONFIG_"), match.group(2))
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '20G', '512M', '1.5GiB' or a plain byte count."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise KcheckError(f"--min-free {text}: not a size; pass e.g. 20G, 512M or 0")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def default_targets(machine: str | None = None) -> tuple[str, ...]:
+    machine = machine or os.uname().machine
+    return (ARCH_IMAGES.get(machine, "vmlinux"), "modules")
+
+
+def default_workdir() -> Path:
+    """/var/tmp for root (lab hosts build as root), else the user's cache directory."""
+    if os.geteuid() == 0:
+        return Path("/var/tmp/kcheck-build")
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "kcheck" / "build"
+
+
+def records_dir() -> Path:
+    """Where --install records builds; KCHECK_STATE_DIR moves it (tests, image builders)."""
+    return Path(os.environ.get("KCHECK_STATE_DIR", "/var/lib/kcheck")) / "builds"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """One run's choices; saved in the state file so --continue replays them exactly."""
+
+    workdir: Path
+    tree: Path | None = None
+    repo: str | None = None
+    branch: str | None = None
+    reference: Path | None = None
+    blob_filter: bool = True
+    upstream: str | None = None
+    catalog: Path | None = None
+    patchsets: tuple[str, ...] = ()
+    config: str = "running"
+    localmodconfig: bool = False
+    settings: tuple[ConfigSetting, ...] = ()
+    localversion: str = DEFAULT_LOCALVERSION
+    jobs: int = 1
+    targets: tuple[str, ...] = ()
+    cc_wrapper: str | None = None
+    install: bool = False
+    reboot: bool = False
+    yes: bool = False
+    min_free: int = DEFAULT_MIN_FREE
+
+    def __post_init__(self) -> None:
+        if self.tree is not None and self.repo is not None:
+            raise KcheckError("--tree and --repo both given; pass one source")
+        if self.branch is not None and self.repo is None:
+            raise KcheckError(
+                f"--branch {self.branch}: only used with --repo; check out the branch in --tree"
+            )
+        for option, value in (
+            ("--repo", self.repo),
+            ("--branch", self.branch),
+            ("--upstream", self.upstream),
+        ):
+            if value is not None and not _PLAIN_ARG.match(value):
+                raise KcheckError(f"{option} {value!r}: must not start with '-' or contain spaces")
+        if self.reboot and not self.install:
+            raise KcheckError("--reboot needs --install: kcheck reboots only into a kernel it installed")
+        if self.jobs < 1:
+            raise KcheckError(f"--jobs {self.jobs}: must be 1 or more")
+        if not self.targets:
+            raise KcheckError("--targets: give at least one make target, e.g. --targets bzImage")
+        for target in self.targets:
+            if not _PLAIN_ARG.match(target) or "=" in target:
+                raise KcheckError(f"--targets {target!r}: not a make target name")
+        if self.cc_wrapper is not None:
+            words = self.cc_wrapper.split()
+            if not words or any(w not in CC_WRAPPERS for w in words) or len(set(words)) != len(words):
+                raise KcheckError(f'--cc-wrapper {self.cc_wrapper!r}: use ccache, distcc or "ccache distcc"')
+        if re.search(r"[\s\"'\\$`]", self.localversion):
+            raise KcheckError(f"--localversion {self.localversion!r}: no spaces, quotes or shell characters")
+
+    @property
+    def cc(self) -> str | None:
+        """The CC= make variable for --cc-wrapper: the wrappers, then the compiler."""
+        return f"{self.cc_wrapper} gcc" if self.cc_wrapper else None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Path):
+                data[key] = str(value)
+        data["settings"] = [f"CONFIG_{s.name}={s.value}" for s in self.settings]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> BuildOptions:
+        paths = {"workdir", "tree", "reference", "catalog"}
+        values = {}
+        for field in fields(cls):
+            value = data[field.name]
+            if field.name in paths and value is not None:
+                value = Path(value)
+            elif field.name == "settings":
+                value = tuple(parse_setting(text) for text in value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[field.name] = value
+        return cls(**values)
+
+    def fingerprint(self, *names: str) -> str:
+        """The JSON of some options: a stage is redone when the options it used change."""
+        data = self.to_json()
+        return json.dumps({name: data[name] for name in names}, sort_keys=True)

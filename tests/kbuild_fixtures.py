@@ -1,0 +1,332 @@
+"""Kernel trees for the build-kernel tests: a fake one built with GitPython, and the real one.
+
+The real tree is Debian's `linux-source-6.1`, unpacked once into a cache shared across test
+runs (and with the VM boot test): `cached_linux_source_repo()` returns it as a one-commit git
+repository, `clone_linux_source()` gives a test its own working copy, `linux_tinyconfig()` the
+tree's own `make tinyconfig`.
+
+The fake tree is a git repository whose top-level Makefile says VERSION 3, PATCHLEVEL 19 and
+whose olddefconfig, bzImage, modules, kernelrelease, install and modules_install targets are
+small real make rules: they compile C files with $(CC) and write files where the kernel would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+from gitrepos import catalog_commit, commit, init_repo, patchset, write_catalog
+
+LINUX_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+# Shared by every test run on the machine; KCHECK_TEST_CACHE moves it.
+KERNEL_TEST_CACHE = Path(os.environ.get("KCHECK_TEST_CACHE", "/var/tmp/kcheck-test-cache"))
+LINUX_SOURCE_REPO_NAME = "linux-source-6.1"
+_CACHE_KEY_FILE = "kcheck-cache-key"  # inside .git: which tarball the cached tree came from
+_COMMIT_DATE = "1700000000 +0000"
+
+
+@contextlib.contextmanager
+def _cache_lock(cache: Path) -> Iterator[None]:
+    """One test process fills the cache; the others wait for it and then reuse it."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _tarball_key(tarball: Path) -> str:
+    stat = tarball.stat()
+    return f"{tarball} {stat.st_size} {int(stat.st_mtime)}\n"
+
+
+def _quiet(argv: list[str], cwd: Path, env: dict | None = None) -> None:
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def cached_linux_source_repo(tarball: Path = LINUX_SOURCE_TARBALL, cache: Path = KERNEL_TEST_CACHE) -> Path:
+    """The unpacked kernel source as a git repository with one commit (branch main).
+
+    Unpacked (about 10 s) and committed once per tarball; later calls, in this run or a later
+    one, return the cached tree. Treat it as read-only: clone it to build in it.
+    """
+    repo = cache / LINUX_SOURCE_REPO_NAME
+    key = _tarball_key(tarball)
+    with _cache_lock(cache):
+        marker = repo / ".git" / _CACHE_KEY_FILE
+        if marker.is_file() and marker.read_text() == key:
+            return repo
+        shutil.rmtree(repo, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache))
+        try:
+            _quiet(["tar", "-xJf", str(tarball), "-C", str(scratch)], cwd=cache)
+            (top,) = scratch.iterdir()
+            env = {
+                **os.environ,
+                "GIT_AUTHOR_NAME": "Debian",
+                "GIT_AUTHOR_EMAIL": "debian-kernel@lists.debian.org",
+                "GIT_COMMITTER_NAME": "kcheck tests",
+                "GIT_COMMITTER_EMAIL": "tests@kcheck.invalid",
+                "GIT_AUTHOR_DATE": _COMMIT_DATE,
+                "GIT_COMMITTER_DATE": _COMMIT_DATE,
+            }
+            _quiet(["git", "init", "--quiet", "--initial-branch=main"], cwd=top)
+            # --force: the tarball holds files its own .gitignore names; a clone needs them all.
+            _quiet(["git", "add", "--all", "--force"], cwd=top)
+            _quiet(
+                ["git", "commit", "--quiet", "--no-gpg-sign", "-m", f"{top.name} from {tarball.name}"],
+                top,
+                env,
+            )
+            (top / ".git" / _CACHE_KEY_FILE).write_text(key)
+            top.rename(repo)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return repo
+
+
+def clone_linux_source(dest: Path) -> git.Repo:
+    """A working copy of the cached kernel repository (objects hard-linked, files checked out)."""
+    repo = git.Repo.clone_from(str(cached_linux_source_repo()), dest)
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Distro Dev")
+        config.set_value("user", "email", "distro@example.org")
+        config.set_value("commit", "gpgsign", "false")
+    return repo
+
+
+def linux_tinyconfig(cache: Path = KERNEL_TEST_CACHE) -> Path:
+    """The .config the tree's own `make tinyconfig` writes, made once beside the cached tree."""
+    source = cached_linux_source_repo(cache=cache)
+    config = cache / "tinyconfig-6.1"
+    with _cache_lock(cache):
+        if not config.is_file():
+            with tempfile.TemporaryDirectory(prefix="tinyconfig-", dir=cache) as objects:
+                # O= keeps the cached source tree untouched.
+                _quiet(["make", "-s", f"O={objects}", "tinyconfig"], cwd=source)
+                shutil.copyfile(Path(objects) / ".config", config.with_suffix(".tmp"))
+                config.with_suffix(".tmp").rename(config)
+    return config
+
+
+# --- the fake kernel tree ------------------------------------------------------------------
+
+FAKE_MAKEFILE = r"""VERSION = 3
+PATCHLEVEL = 19
+SUBLEVEL = 0
+EXTRAVERSION =
+NAME = Diseased Newt
+
+# A stand-in for the kernel's build: the same targets, each a small real rule.
+CC = gcc
+INSTALL_PATH ?= /boot
+KBUILD_BUILD_TIMESTAMP ?= $(shell date)
+KBUILD_BUILD_USER ?= $(shell whoami)
+KBUILD_BUILD_HOST ?= $(shell uname -n)
+LOCALVERSION_CONFIG = $(shell sed -n 's/^CONFIG_LOCALVERSION="\(.*\)"$$/\1/p' .config 2>/dev/null)
+KERNELRELEASE = $(shell cat include/config/kernel.release 2>/dev/null)
+OBJS = fs/aio.o fs/namei.o fs/overlayfs/inode.o init/version.o
+
+.PHONY: olddefconfig localmodconfig kernelrelease bzImage modules install modules_install
+
+olddefconfig:
+	@test -f .config || { echo "*** no .config: copy one first"; exit 1; }
+	@grep -q '^CONFIG_LOCALVERSION=' .config || echo 'CONFIG_LOCALVERSION=""' >> .config
+	@mkdir -p include/config
+	grep '^CONFIG_' .config | sort > include/config/auto.conf
+	echo $(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(LOCALVERSION_CONFIG) > include/config/kernel.release
+
+localmodconfig:
+	sed -i 's/=m$$/=n/' .config
+
+kernelrelease:
+	@echo $(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(LOCALVERSION_CONFIG)
+
+init/version.c: include/config/kernel.release
+	@mkdir -p init
+	echo 'const char linux_banner[] = "Linux version $(KERNELRELEASE) \
+	($(KBUILD_BUILD_USER)@$(KBUILD_BUILD_HOST)) $(KBUILD_BUILD_TIMESTAMP)";' > $@
+
+%.o: %.c .config
+	$(CC) -c -o $@ $<
+
+bzImage: arch/x86/boot/bzImage
+arch/x86/boot/bzImage: $(OBJS)
+	@mkdir -p arch/x86/boot
+	@touch arch/x86/boot/.building
+	sleep $${FAKE_BUILD_SECONDS:-0}
+	cat $(OBJS) > $@.tmp
+	strings init/version.o | grep 'Linux version' >> $@.tmp
+	mv $@.tmp $@
+
+modules: fs/overlayfs/overlay.ko
+fs/overlayfs/overlay.ko: fs/overlayfs/inode.o
+	cp $< $@
+	echo $@ > modules.order
+
+install: arch/x86/boot/bzImage
+	mkdir -p $(INSTALL_PATH)
+	cp arch/x86/boot/bzImage $(INSTALL_PATH)/vmlinuz-$(KERNELRELEASE)
+	cp .config $(INSTALL_PATH)/config-$(KERNELRELEASE)
+
+modules_install: modules
+	mkdir -p $(INSTALL_MOD_PATH)/lib/modules/$(KERNELRELEASE)/kernel/fs/overlayfs
+	cp fs/overlayfs/overlay.ko $(INSTALL_MOD_PATH)/lib/modules/$(KERNELRELEASE)/kernel/fs/overlayfs/
+	cp modules.order $(INSTALL_MOD_PATH)/lib/modules/$(KERNELRELEASE)/
+"""
+
+# The subset of the kernel's scripts/config that kcheck uses, with the same effect.
+FAKE_SCRIPTS_CONFIG = r"""#!/bin/sh
+file=.config
+if [ "$1" = --file ]; then file=$2; shift 2; fi
+while [ $# -gt 0 ]; do
+    command=$1; name=${2#CONFIG_}; shift 2
+    case $command in
+        --enable) line="CONFIG_$name=y" ;;
+        --module) line="CONFIG_$name=m" ;;
+        --disable) line="# CONFIG_$name is not set" ;;
+        --set-str) line="CONFIG_$name=\"$1\""; shift ;;
+        --set-val) line="CONFIG_$name=$1"; shift ;;
+        *) echo "scripts/config: unknown command $command" >&2; exit 1 ;;
+    esac
+    sed -i -e "/^CONFIG_$name=/d" -e "/^# CONFIG_$name is not set/d" "$file"
+    echo "$line" >> "$file"
+done
+"""
+
+FAKE_GITIGNORE = "*.o\n*.ko\n*.tmp\n.config\ninclude/config/\ninit/version.c\nmodules.order\narch/x86/boot/\n"
+
+# The distro's running config, in the shape Debian ships it.
+FAKE_RUNNING_CONFIG = """CONFIG_MODULES=y
+CONFIG_OVERLAY_FS=m
+CONFIG_AIO=y
+CONFIG_LOCALVERSION=""
+CONFIG_SYSTEM_TRUSTED_KEYS="debian/certs/debian-uefi-certs.pem"
+CONFIG_SYSTEM_REVOCATION_KEYS="debian/certs/revoked.pem"
+# CONFIG_CHECKPOINT_RESTORE is not set
+"""
+
+T0 = 1_420_000_000
+DAY = 86400
+
+
+def c_source(name: str, lines: int = 30) -> str:
+    """A C file whose lines are all distinct, so cherry-picks have stable context."""
+    stem = name.replace("/", "_").replace(".", "_")
+    return "".join(f"int {stem}_{n} = {n};\n" for n in range(lines))
+
+
+def change_line(text: str, line: int, replacement: str) -> str:
+    rows = text.splitlines(keepends=True)
+    rows[line] = replacement + "\n"
+    return "".join(rows)
+
+
+@dataclass(frozen=True)
+class FakeKernel:
+    root: Path
+    upstream: Path
+    distro: Path  # the tree kcheck builds in (branch main)
+    catalog: Path
+    config: Path  # the "running" config to pass as --config
+    shas: dict[str, str]  # role -> upstream SHA of each fix
+    subjects: dict[str, str]
+    base: str  # the distro's HEAD before kcheck
+
+    def repo(self) -> git.Repo:
+        return git.Repo(self.distro)
+
+    def tree(self, *names: str) -> Path:
+        return self.distro.joinpath(*names)
+
+
+FIXES = {
+    # role: (patchset, file, subject)
+    "aio_remap": ("aio-fix", "fs/aio.c", "aio: Make it possible to remap aio ring"),
+    "aio_enxio": ("aio-fix", "fs/namei.c", "make default ->i_fop have ->open() fail with ENXIO"),
+    "ovl_path": (
+        "overlay-fix",
+        "fs/overlayfs/inode.c",
+        "overlayfs: Make f_path always point to the overlay and f_inode to the underlay",
+    ),
+}
+
+
+def build_fake_kernel(
+    root: Path, *, applied: bool = False, conflict: bool = False, payload_bytes: int = 0
+) -> FakeKernel:
+    """An upstream repo with three fixes after v3.19, and a distro tree forked at v3.19.
+
+    `applied`: the distro already carries aio_remap as a `cherry-pick -x`.
+    `conflict`: the distro changed the line ovl_path changes, so its pick conflicts.
+    `payload_bytes`: the first fix also adds that much random data, so fetching it takes time.
+    """
+    upstream = init_repo(root / "upstream")
+    files = {
+        "Makefile": FAKE_MAKEFILE,
+        "scripts/config": FAKE_SCRIPTS_CONFIG,
+        ".gitignore": FAKE_GITIGNORE,
+        "fs/aio.c": c_source("fs/aio.c"),
+        "fs/namei.c": c_source("fs/namei.c"),
+        "fs/overlayfs/inode.c": c_source("fs/overlayfs/inode.c"),
+    }
+    commit(upstream, "Linux 3.19", T0, files)
+    os.chmod(root / "upstream/scripts/config", 0o755)
+    upstream.git.update_index("--chmod=+x", "scripts/config")
+    upstream.git.commit("--quiet", "--amend", "--no-edit")
+    upstream.create_tag("v3.19", message="Linux 3.19")
+    shas = {}
+    for offset, (role, (_, name, subject)) in enumerate(FIXES.items(), start=1):
+        text = change_line((root / "upstream" / name).read_text(), 10, f"int {role}_fixed = 1;")
+        changes = {name: text}
+        if payload_bytes and offset == 1:
+            changes["firmware/aio-test.bin"] = os.urandom(payload_bytes).hex()
+        shas[role] = commit(upstream, f"{subject}\n\nThe upstream fix in {name}.", T0 + offset * DAY, changes)
+    upstream.create_tag("v4.0-rc1", message="Linux 4.0-rc1")
+    commit(upstream, "Linux 4.0-rc1", T0 + 10 * DAY, {"Makefile": FAKE_MAKEFILE.replace("= 3\n", "= 4\n", 1)})
+
+    distro = init_repo(root / "distro")
+    distro.git.fetch("--quiet", str(root / "upstream"), "refs/tags/v3.19")
+    distro.git.reset("--quiet", "--hard", "FETCH_HEAD")
+    commit(distro, "debian: packaging for 3.19", T0 + 5 * DAY, {"debian/changelog": "linux (3.19-1)\n"})
+    if applied:
+        distro.git.fetch("--quiet", str(root / "upstream"), shas["aio_remap"])
+        distro.git.cherry_pick("-x", shas["aio_remap"])
+    if conflict:
+        name = FIXES["ovl_path"][1]
+        text = change_line((root / "distro" / name).read_text(), 10, "int distro_tweak = 2;")
+        commit(distro, "overlayfs: distro tweak", T0 + 6 * DAY, {name: text})
+    subjects = {role: subject for role, (_, _, subject) in FIXES.items()}
+    catalog = write_catalog(
+        root / "catalog",
+        patchset(
+            "aio-fix",
+            [
+                catalog_commit(shas["aio_enxio"], subjects["aio_enxio"], tag="v4.0-rc1"),
+                catalog_commit(shas["aio_remap"], subjects["aio_remap"], tag="v4.0-rc1"),
+            ],
+            fixes=["aio.ring_remap"],
+            needed_below="4.0",
+            upstream=str(root / "upstream"),
+        ),
+        patchset(
+            "overlay-fix",
+            # abbreviated, as the real catalog has some: resolved from the fetched tag
+            [catalog_commit(shas["ovl_path"][:10], subjects["ovl_path"], tag="v4.0-rc1")],
+            needed_from="3.18",
+            needed_below="4.2",
+            upstream=str(root / "upstream"),
+        ),
+    )
+    config = root / "running-config"
+    config.write_text(FAKE_RUNNING_CONFIG)
+    return FakeKernel(
+        root, root / "upstream", root / "distro", catalog, config, shas, subjects, distro.head.commit.hexsha
+    )
