@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import git
+from conftest import kcheck_argv, run_kcheck
 from gitrepos import catalog_commit, commit, init_repo, patchset, write_catalog
 
 LINUX_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
@@ -330,3 +332,68 @@ def build_fake_kernel(
     return FakeKernel(
         root, root / "upstream", root / "distro", catalog, config, shas, subjects, distro.head.commit.hexsha
     )
+
+
+# --- running kcheck on a fake kernel ------------------------------------------------------
+
+
+def build_args(kernel: FakeKernel, *extra: str, workdir: Path | None = None) -> list[str]:
+    return [
+        "build-kernel",
+        "--tree",
+        str(kernel.distro),
+        "--catalog",
+        str(kernel.catalog),
+        "--config",
+        str(kernel.config),
+        "--workdir",
+        str(workdir or kernel.root / "work"),
+        "--min-free",
+        "0",
+        "--jobs",
+        "2",
+        *extra,
+    ]
+
+
+def build(kernel: FakeKernel, *extra: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return run_kcheck(*build_args(kernel, *extra, workdir=kwargs.pop("workdir", None)), env=env, **kwargs)
+
+
+def start_build(kernel: FakeKernel, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """A run in the background in its own process group (as a shell job), for the tests that kill it."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.Popen(
+        [*kcheck_argv(), *build_args(kernel, *extra)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def workdir_json(kernel: FakeKernel, name: str) -> dict:
+    return json.loads((kernel.root / "work" / name).read_text())
+
+
+def picked_commits(tree: Path, base: str) -> list[tuple[str, str]]:
+    """(subject, cherry-pick trailer SHA) of each commit kcheck added on top of `base`."""
+    with git.Repo(tree) as repo:
+        out = repo.git.log("--reverse", "--format=%s%x1f%b%x1e", f"{base}..HEAD")
+    commits = []
+    for record in filter(str.strip, out.split("\x1e")):
+        subject, body = record.strip().split("\x1f")
+        trailer = [line for line in body.splitlines() if line.startswith("(cherry picked from commit ")]
+        commits.append((subject, trailer[0].removeprefix("(cherry picked from commit ").rstrip(")")))
+    return commits
+
+
+def kernelrelease(kernel: FakeKernel) -> str:
+    done = subprocess.run(["make", "-s", "kernelrelease"], cwd=kernel.distro, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def kcheck_refs(kernel: FakeKernel) -> list[str]:
+    with kernel.repo() as repo:
+        return sorted(repo.git.for_each_ref("--format=%(refname)").split())

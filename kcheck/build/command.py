@@ -82,7 +82,7 @@ def options_from(given: dict[str, Any]) -> BuildOptions:
         localmodconfig=given.get("localmodconfig", False),
         settings=tuple(parse_setting(text) for text in given.get("settings", ())),
         localversion=given.get("localversion", "-kcheck"),
-        jobs=given.get("jobs") or len(os.sched_getaffinity(0)),
+        jobs=len(os.sched_getaffinity(0)) if given.get("jobs") is None else given["jobs"],
         targets=targets or default_targets(),
         cc_wrapper=given.get("cc_wrapper"),
         install=given.get("install", False),

@@ -122,11 +122,19 @@ def clone_argv(
     return options
 
 
-def clone(url: str, dest: Path, options: list[str], log: BuildLog) -> git.Repo:
-    """Clone, through GitPython's guards. A server that ignores --filter gives a full clone."""
+IGNORED_FILTER = "filtering not recognized by server"
+
+
+def clone(url: str, dest: Path, options: list[str], log: BuildLog) -> tuple[git.Repo, bool]:
+    """Clone through GitPython's guards; (repo, whether it is a partial clone).
+
+    A server that ignores --filter sends everything; git then still marks origin a promisor
+    remote, so that marking is removed: the clone is an ordinary full one.
+    """
     log.command(shell_line(["git", "clone", *options, url, str(dest)]))
+    messages = git.RemoteProgress()
     try:
-        repo = git.Repo.clone_from(url, dest, multi_options=options)
+        repo = git.Repo.clone_from(url, dest, multi_options=options, progress=messages)
     except (git.UnsafeProtocolError, git.UnsafeOptionError):
         raise KcheckError(
             f"--repo {url}: refused an unsafe git transport; pass an https, ssh or git URL"
@@ -135,13 +143,14 @@ def clone(url: str, dest: Path, options: list[str], log: BuildLog) -> git.Repo:
         log.write(str(exc.stderr))
         shutil.rmtree(dest, ignore_errors=True)
         raise StageFailed(f"clone of {url} failed: {git_reason(exc)}") from None
-    return repo
-
-
-def partial_clone(repo: git.Repo) -> bool:
-    """Whether a clone kept the blob filter (the server honoured it)."""
-    reader = repo.config_reader()
-    return reader.has_option('remote "origin"', "promisor")
+    log.write("\n".join(messages.other_lines))
+    filtered = any(option.startswith("--filter=") for option in options)
+    if filtered and any(IGNORED_FILTER in line for line in messages.other_lines):
+        with repo.config_writer() as config:
+            config.remove_option('remote "origin"', "promisor")
+            config.remove_option('remote "origin"', "partialclonefilter")
+        filtered = False
+    return repo, filtered
 
 
 @dataclass(frozen=True)

@@ -128,12 +128,12 @@ def clone_stage(run: Run) -> None:
         run.state.start(Stage.CLONE, inputs)
         shutil.rmtree(run.tree, ignore_errors=True)  # a clone a killed run left half-done
         try:
-            repo = gitops.clone(options.repo, run.tree, argv, run.log)
+            repo, partial = gitops.clone(options.repo, run.tree, argv, run.log)
         except StageFailed:
             failing(run, Stage.CLONE)
             raise
         with repo:
-            run.state.finish(Stage.CLONE, commit=repo.head.commit.hexsha, partial=gitops.partial_clone(repo))
+            run.state.finish(Stage.CLONE, commit=repo.head.commit.hexsha, partial=partial)
 
 
 def pick_inputs(run: Run, patchsets: list[Patchset]) -> dict[str, Any]:
@@ -622,7 +622,8 @@ def dry_run(options: BuildOptions, catalog: dict[str, Patchset], upstream: str, 
     commands = kbuild.config_commands(options, base, stale, variables)
     commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
     if options.install:
-        commands += kbuild.install_commands(variables, modules=True)
+        modules = parse_kconfig(kbuild.base_config_text(config_path)).get("CONFIG_MODULES") == "y"
+        commands += kbuild.install_commands(variables, modules)
     lines += [command.shell() for command in commands]
     if options.install:
         lines.append(f"# then record the build in {records_dir()}/<release>.json")

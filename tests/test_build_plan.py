@@ -1,0 +1,477 @@
+"""`kcheck build-kernel`: the dry-run plan, preflight refusals, install, ccache, cloning, and the
+pure helpers (option parsing, distro mapping, config edits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import git
+import pytest
+from conftest import kcheck_argv, requires_root, run_kcheck
+from gitrepos import tree_state
+from kbuild_fixtures import (
+    FakeKernel,
+    build,
+    build_args,
+    build_fake_kernel,
+    kcheck_refs,
+    picked_commits,
+    workdir_json,
+)
+
+from kcheck.build.kbuild import lost_settings, stale_key_settings
+from kcheck.build.options import BuildOptions, ConfigSetting, parse_setting, parse_size
+from kcheck.build.source import distro_kernel_repo, parse_os_release
+from kcheck.errors import KcheckError
+
+TIMESTAMP = "'KBUILD_BUILD_TIMESTAMP=Mon, 5 Jan 2015 04:26:40 +0000'"
+VARIABLES = f"{TIMESTAMP} KBUILD_BUILD_USER=kcheck KBUILD_BUILD_HOST=kcheck"
+
+
+@pytest.fixture
+def kernel(tmp_path) -> FakeKernel:
+    return build_fake_kernel(tmp_path)
+
+
+def date() -> str:
+    return time.strftime("%Y%m%d", time.gmtime())
+
+
+# --- dry run ------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_exact_commands_and_changes_nothing(kernel):
+    before = tree_state(kernel.distro)
+    done = build(kernel, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    work, tree, shas = kernel.root / "work", kernel.distro, kernel.shas
+    enxio, remap, ovl = shas["aio_enxio"], shas["aio_remap"], shas["ovl_path"]
+    assert done.stdout.splitlines() == [
+        "# kcheck build-kernel --dry-run: the commands a run would execute; nothing was changed.",
+        f"# work dir {work}: state.json, metadata.json, reproducer.sh, build.log",
+        f"# tree {tree}: kernel 3.19.0 at {kernel.base[:12]}",
+        "# patchsets: aio-fix, overlay-fix",
+        f"cd {tree}",
+        f"git remote add kcheck-upstream {kernel.upstream}",
+        f"git fetch --no-tags kcheck-upstream {enxio}:refs/kcheck/upstream/{enxio} "
+        f"{remap}:refs/kcheck/upstream/{remap} refs/tags/v4.0-rc1:refs/tags/v4.0-rc1",
+        f"git checkout -b kcheck/{date()}-aio-fix+overlay-fix",
+        f"git cherry-pick -x {enxio}",
+        f"git cherry-pick -x {remap}",
+        f"git cherry-pick -x {ovl}",  # the abbreviated catalog SHA, resolved in the local upstream
+        "git tag --annotate --force --message 'kcheck build-kernel: aio-fix, overlay-fix' "
+        f"kcheck-built/{date()}-aio-fix+overlay-fix",
+        f"# {work}/base.config: the options of {kernel.config}",
+        f"cp {work}/base.config .config",
+        "scripts/config --file .config --set-str LOCALVERSION -kcheck",
+        "scripts/config --file .config --set-str SYSTEM_TRUSTED_KEYS ''",
+        "scripts/config --file .config --set-str SYSTEM_REVOCATION_KEYS ''",
+        f"make {VARIABLES} olddefconfig",
+        f"make -s {VARIABLES} kernelrelease",
+        f"make -j2 {VARIABLES} bzImage modules",
+    ]
+    assert tree_state(kernel.distro) == before
+    assert not work.exists()
+
+
+def test_dry_run_commands_are_the_ones_the_run_executes(kernel):
+    plan = build(kernel, "--dry-run", "--set", "CONFIG_CHECKPOINT_RESTORE=y").stdout.splitlines()
+    done = build(kernel, "--set", "CONFIG_CHECKPOINT_RESTORE=y")
+    assert done.returncode == 0, done.stderr
+    executed = [
+        line.split("    # in ")[0][2:]
+        for line in (kernel.root / "work/build.log").read_text().splitlines()
+        if line.startswith("$ ")
+    ]
+    commands = [line for line in plan if not line.startswith(("#", "cd "))]
+    assert commands == executed
+
+
+def test_dry_run_with_install_ccache_settings_and_reboot(kernel, tmp_path):
+    done = build(
+        kernel,
+        "--dry-run",
+        "--install",
+        "--reboot",
+        "--yes",
+        "--cc-wrapper",
+        "ccache",
+        "--set",
+        'CONFIG_DEFAULT_HOSTNAME="lab"',
+        "--localmodconfig",
+        "--targets",
+        "bzImage",
+        env={"KCHECK_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert done.returncode == 0, done.stderr
+    variables = f"{VARIABLES} 'CC=ccache gcc'"
+    assert done.stdout.splitlines()[-12:] == [
+        f"yes '' | make {variables} localmodconfig",
+        "scripts/config --file .config --set-str LOCALVERSION -kcheck",
+        "scripts/config --file .config --set-str SYSTEM_TRUSTED_KEYS ''",
+        "scripts/config --file .config --set-str SYSTEM_REVOCATION_KEYS ''",
+        "scripts/config --file .config --set-str DEFAULT_HOSTNAME lab",
+        f"make {variables} olddefconfig",
+        f"make -s {variables} kernelrelease",
+        f"CCACHE_NOHASHDIR=true make -j2 {variables} bzImage",
+        f"make {variables} modules_install",
+        f"make {variables} install",
+        f"# then record the build in {tmp_path / 'state/builds'}/<release>.json",
+        "systemctl reboot" if shutil.which("systemctl") else "reboot",
+    ]
+
+
+def test_dry_run_without_a_source_uses_the_distro_mapping_or_asks_for_repo(kernel, tmp_path):
+    done = run_kcheck(
+        "build-kernel",
+        "--dry-run",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--min-free",
+        "0",
+        "--config",
+        str(kernel.config),
+        "--catalog",
+        str(kernel.catalog),
+    )
+    try:
+        url = distro_kernel_repo(parse_os_release(Path("/etc/os-release").read_text()))
+    except KcheckError as exc:
+        assert done.returncode == 3 and done.stderr.strip() == f"kcheck: error: {exc}"
+        assert "pass --repo URL" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+        assert f"git clone --filter=blob:none {url} {tmp_path / 'w/linux'}" in done.stdout
+
+
+# --- preflight refusals ---------------------------------------------------------------------------
+
+
+def assert_refused(kernel: FakeKernel, done: subprocess.CompletedProcess, *phrases: str) -> None:
+    """Exit 3, one line naming the problem, and nothing touched: tree as it was, no work dir."""
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("kcheck: error: ")
+    for phrase in phrases:
+        assert phrase in done.stderr
+    assert not (kernel.root / "work").exists()
+    with kernel.repo() as repo:
+        assert repo.active_branch.name == "main" and repo.head.commit.hexsha == kernel.base
+        assert not [r for r in kcheck_refs(kernel) if "kcheck" in r]
+
+
+def test_missing_build_tools_are_listed_with_the_install_command(kernel, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "gcc", "make", "perl", "apt-get"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    done = build(kernel, env={"PATH": str(bin_dir)})
+    assert_refused(
+        kernel, done, "missing build tools: flex, bison, bc;", "install them: apt-get install flex bison bc"
+    )
+
+
+def test_missing_ccache_is_listed_for_cc_wrapper(kernel, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "gcc", "make", "perl", "flex", "bison", "bc", "apt-get"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    done = build(kernel, "--cc-wrapper", "ccache", env={"PATH": str(bin_dir)})
+    assert_refused(kernel, done, "missing build tools: ccache;", "apt-get install ccache")
+
+
+def test_not_enough_free_disk_is_refused(kernel):
+    done = build(kernel, "--min-free", "900T")
+    assert_refused(kernel, done, "--workdir", "--min-free asks for", "GiB")
+
+
+def test_dirty_tree_is_refused(kernel):
+    kernel.tree("fs/aio.c").write_text("int dirty;\n")
+    done = build(kernel)
+    assert done.returncode == 3
+    assert "has uncommitted changes (fs/aio.c); commit or stash them" in done.stderr
+    assert kernel.tree("fs/aio.c").read_text() == "int dirty;\n"
+    assert not (kernel.root / "work").exists()
+
+
+def test_a_tree_mid_merge_is_refused(kernel):
+    with kernel.repo() as repo:
+        (Path(repo.git_dir) / "MERGE_HEAD").write_text(kernel.base + "\n")
+    assert_refused(kernel, build(kernel), "a git merge is in progress")
+
+
+def test_install_without_root_is_refused(kernel):
+    argv = [*kcheck_argv(), *build_args(kernel, "--install")]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    assert_refused(kernel, done, "--install needs root")
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--reboot"], "--reboot needs --install"),
+        (["--set", "CHECKPOINT_RESTORE=y"], "--set CHECKPOINT_RESTORE=y: expected CONFIG_NAME="),
+        (["--set", "CONFIG_X=maybe"], "--set CONFIG_X=maybe"),
+        (["--patchset", "nope"], "--patchset nope: unknown patchset; known: aio-fix, overlay-fix"),
+        (["--cc-wrapper", "icecc"], "--cc-wrapper 'icecc': use ccache, distcc"),
+        (["--jobs", "0"], "--jobs 0: must be 1 or more"),
+        (["--min-free", "lots"], "--min-free lots: not a size"),
+        (["--upstream", "ext::sh"], "--upstream ext::sh: refused an unsafe git transport"),
+        (["--upstream=-uevil"], "--upstream '-uevil': must not start with '-'"),
+        (["--localversion=-a b"], "--localversion '-a b'"),
+        (["--config", "/nonexistent/config"], "config file /nonexistent/config not found"),
+        (["--continue"], "--continue replays the stopped run's saved options"),
+        (["--branch", "main"], "--branch main: only used with --repo"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_3(kernel, args, phrase):
+    assert_refused(kernel, build(kernel, *args), phrase)
+
+
+def test_tree_that_is_not_a_kernel_git_tree_is_refused(tmp_path):
+    kernel = build_fake_kernel(tmp_path)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    done = run_kcheck(
+        "build-kernel",
+        "--tree",
+        str(plain),
+        "--workdir",
+        str(tmp_path / "work"),
+        "--catalog",
+        str(kernel.catalog),
+        "--config",
+        str(kernel.config),
+        "--min-free",
+        "0",
+    )
+    assert done.returncode == 3 and "not a git repository" in done.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_continue_and_abort_without_a_stopped_run(tmp_path):
+    for flag in ("--continue", "--abort"):
+        done = run_kcheck("build-kernel", flag, "--workdir", str(tmp_path / "w"))
+        assert done.returncode == 3 and f"{flag}: no build state in" in done.stderr
+
+
+# --- install, reboot, ccache ------------------------------------------------------------------------
+
+
+@requires_root
+def test_install_records_the_build_and_never_reboots_without_confirmation(kernel, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("systemctl", "reboot"):  # never the host's: record the call instead
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho {tool} "$@" >> {tmp_path / "reboots"}\n')
+        (bin_dir / tool).chmod(0o755)
+    env = {
+        "INSTALL_PATH": str(tmp_path / "boot"),
+        "INSTALL_MOD_PATH": str(tmp_path / "root"),
+        "KCHECK_STATE_DIR": str(tmp_path / "state"),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    done = build(kernel, "--install", "--reboot", env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "boot/vmlinuz-3.19.0-kcheck").read_bytes() == kernel.tree(
+        "arch/x86/boot/bzImage"
+    ).read_bytes()
+    assert (tmp_path / "root/lib/modules/3.19.0-kcheck/kernel/fs/overlayfs/overlay.ko").is_file()
+    record = json.loads((tmp_path / "state/builds/3.19.0-kcheck.json").read_text())
+    with kernel.repo() as repo:
+        assert record["commit"] == repo.head.commit.hexsha
+    assert record["release"] == "3.19.0-kcheck"
+    assert [p["name"] for p in record["patchsets"]] == ["aio-fix", "overlay-fix"]
+    assert [c["upstream_sha"] for c in record["patchsets"][1]["commits"]] == [kernel.shas["ovl_path"]]
+    assert "Not rebooting: no terminal to confirm on" in done.stdout
+    assert not (tmp_path / "reboots").exists()
+    assert workdir_json(kernel, "metadata.json")["stages"]["install"]["status"] == "done"
+
+    confirmed = build(kernel, "--install", "--reboot", "--yes", env=env, stdin=subprocess.DEVNULL)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "[install] done in a previous run" in confirmed.stdout
+    assert (tmp_path / "reboots").read_text() == "systemctl reboot\n"
+
+
+def test_cc_wrapper_ccache_compiles_through_ccache(kernel, tmp_path):
+    cache = tmp_path / "ccache"
+    done = build(kernel, "--cc-wrapper", "ccache", env={"CCACHE_DIR": str(cache)})
+    assert done.returncode == 0, done.stderr
+    log = (kernel.root / "work/build.log").read_text()
+    assert "ccache gcc -c -o fs/aio.o fs/aio.c" in log
+    stats = subprocess.run(
+        ["ccache", "--print-stats"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CCACHE_DIR": str(cache)},
+    ).stdout
+    misses = dict(line.split("\t", 1) for line in stats.splitlines())
+    assert int(misses["cache_miss"]) >= 4
+    meta = workdir_json(kernel, "metadata.json")
+    assert meta["build"]["env"] == {"CCACHE_NOHASHDIR": "true"} and meta["tools"]["ccache"]
+
+
+# --- cloning --------------------------------------------------------------------------------------
+
+
+def clone_args(kernel: FakeKernel, *extra: str) -> list[str]:
+    return [
+        "build-kernel",
+        "--catalog",
+        str(kernel.catalog),
+        "--config",
+        str(kernel.config),
+        "--workdir",
+        str(kernel.root / "work"),
+        "--min-free",
+        "0",
+        "--jobs",
+        "2",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("server_filters", [True, False])
+def test_repo_is_cloned_with_a_blob_filter_or_fully_when_the_server_ignores_it(kernel, server_filters):
+    with kernel.repo() as repo, repo.config_writer() as config:
+        config.set_value("uploadpack", "allowFilter", str(server_filters).lower())
+    done = run_kcheck(*clone_args(kernel, "--repo", f"file://{kernel.distro}", "--branch", "main"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    clone = kernel.root / "work/linux"
+    meta = workdir_json(kernel, "metadata.json")
+    assert meta["source"]["partial_clone"] is server_filters
+    assert meta["source"]["url"] == f"file://{kernel.distro}" and meta["source"]["commit"] == kernel.base
+    with git.Repo(clone) as repo:
+        assert repo.config_reader().has_option('remote "origin"', "promisor") is server_filters
+        assert len(list(repo.iter_commits(f"{kernel.base}..HEAD"))) == 3
+    assert (clone / "arch/x86/boot/bzImage").is_file()
+    assert "git clone --filter=blob:none --branch main" in (kernel.root / "work/build.log").read_text()
+    again = run_kcheck(*clone_args(kernel, "--repo", f"file://{kernel.distro}", "--branch", "main"))
+    assert "[clone] done in a previous run" in again.stdout
+
+
+def test_reference_borrows_objects_from_a_local_clone(kernel):
+    done = run_kcheck(
+        *clone_args(kernel, "--repo", str(kernel.distro), "--reference", str(kernel.distro), "--no-filter")
+    )
+    assert done.returncode == 0, done.stderr
+    alternates = kernel.root / "work/linux/.git/objects/info/alternates"
+    assert alternates.read_text().strip() == str(kernel.distro / ".git/objects")
+    assert [sha for _, sha in picked_commits(kernel.root / "work/linux", kernel.base)] == [
+        kernel.shas[role] for role in ("aio_enxio", "aio_remap", "ovl_path")
+    ]
+
+
+def test_unsafe_repo_url_is_refused_before_any_work(kernel):
+    done = run_kcheck(*clone_args(kernel, "--repo", "ext::sh"))
+    assert done.returncode == 3 and "--repo ext::sh: refused an unsafe git transport" in done.stderr
+    assert not (kernel.root / "work").exists()
+
+
+# --- terminal output --------------------------------------------------------------------------------
+
+
+def run_on_a_tty(argv: list[str], env: dict) -> tuple[int, str]:
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(controller)
+    return process.wait(), b"".join(chunks).decode(errors="replace")
+
+
+COLOUR = re.compile(r"\x1b\[[0-9;]*[1-9][0-9;]*m")  # SGR with a non-reset parameter
+
+
+def test_plain_lines_without_a_tty_and_rich_progress_on_one(kernel, tmp_path):
+    plain = build(kernel)
+    assert "\x1b" not in plain.stdout and "[build] done in" in plain.stdout
+
+    again = build_fake_kernel(tmp_path / "tty")
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "xterm-256color"}
+    status, output = run_on_a_tty([*kcheck_argv(), *build_args(again)], env)
+    assert status == 0, output
+    assert "\x1b[" in output and "[build] done in" in output
+    status, no_colour = run_on_a_tty(
+        [*kcheck_argv(), *build_args(again, "--set", "CONFIG_AIO=n")], env | {"NO_COLOR": "1"}
+    )
+    assert status == 0, no_colour
+    assert not COLOUR.search(no_colour) and "[build] done in" in no_colour
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_settings_map_to_scripts_config_commands():
+    assert parse_setting("CONFIG_CHECKPOINT_RESTORE=y").scripts_config_args() == [
+        "--enable",
+        "CHECKPOINT_RESTORE",
+    ]
+    assert parse_setting("CONFIG_OVERLAY_FS=m").scripts_config_args() == ["--module", "OVERLAY_FS"]
+    assert parse_setting("CONFIG_DEBUG_INFO=n").scripts_config_args() == ["--disable", "DEBUG_INFO"]
+    assert parse_setting('CONFIG_LSM="a,b c"').scripts_config_args() == ["--set-str", "LSM", "a,b c"]
+    assert parse_setting("CONFIG_NR_CPUS=64").scripts_config_args() == ["--set-val", "NR_CPUS", "64"]
+    assert parse_setting("CONFIG_BASE=0x1000").config_line() == "CONFIG_BASE=0x1000"
+    assert parse_setting("CONFIG_DEBUG_INFO=n").config_line() == "# CONFIG_DEBUG_INFO is not set"
+
+
+def test_sizes():
+    assert parse_size("20G") == 20 << 30
+    assert parse_size("1.5GiB") == int(1.5 * (1 << 30))
+    assert parse_size("512M") == 512 << 20
+    assert parse_size("0") == 0
+
+
+def test_ubuntu_maps_to_its_series_kernel_git_and_others_ask_for_repo():
+    ubuntu = parse_os_release('NAME="Ubuntu"\nID=ubuntu\nVERSION_CODENAME=jammy\n')
+    assert (
+        distro_kernel_repo(ubuntu)
+        == "https://git.launchpad.net/~ubuntu-kernel/ubuntu/+source/linux/+git/jammy"
+    )
+    debian = parse_os_release(
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_CODENAME=bookworm\n'
+    )
+    with pytest.raises(KcheckError, match=r"for Debian GNU/Linux 12 \(bookworm\); pass --repo URL"):
+        distro_kernel_repo(debian)
+
+
+def test_key_files_the_tree_lacks_are_cleared(tmp_path):
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs/ours.pem").write_text("x")
+    config = (
+        'CONFIG_SYSTEM_TRUSTED_KEYS="certs/ours.pem"\nCONFIG_SYSTEM_REVOCATION_KEYS="debian/revoked.pem"\n'
+    )
+    assert stale_key_settings(config, tmp_path) == [ConfigSetting("SYSTEM_REVOCATION_KEYS", '""')]
+    assert stale_key_settings('CONFIG_SYSTEM_TRUSTED_KEYS=""\n', tmp_path) == []
+
+
+def test_settings_olddefconfig_dropped_are_reported():
+    settings = (parse_setting("CONFIG_A=y"), parse_setting("CONFIG_B=n"), parse_setting("CONFIG_C=m"))
+    assert lost_settings(settings, "CONFIG_A=y\nCONFIG_C=y\n") == [settings[2]]
+
+
+def test_options_round_trip_through_the_state_file(tmp_path):
+    options = BuildOptions(
+        workdir=tmp_path,
+        tree=tmp_path / "t",
+        settings=(parse_setting('CONFIG_X="a b"'),),
+        targets=("bzImage",),
+    )
+    assert BuildOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
