@@ -44,7 +44,7 @@ def test_maps_mismatch_fails_as_on_debian_61():
     assert verdicts.overlay_fd_path(DEBIAN_61).status == Status.PASS
     outcome = verdicts.overlay_maps(DEBIAN_61)
     assert outcome.status == Status.FAIL
-    assert "maps shows 0:55" in outcome.detail and "fstat shows 0:56" in outcome.detail
+    assert "lower-only: maps shows 0:56 ino 7 but fstat shows 0:57 ino 7" in outcome.detail
 
 
 def test_missing_mnt_id_line_fails():

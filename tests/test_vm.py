@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,15 @@ from kcheck.core.procparse import parse_kconfig
 from kcheck.core.render import report_dict
 from kcheck.core.result import report_from_dict
 from kcheck.probe.checks import CONFIG_OPTIONS
-from kcheck.probe.vm import BEGIN, END, find_kernel_config, missing_vm_support, parse_console
+from kcheck.probe.vm import (
+    BootPlan,
+    console_summary,
+    find_kernel_config,
+    guest_command,
+    missing_vm_support,
+    read_guest_report,
+    stage_inputs,
+)
 
 VM_BUILD = KERNEL_TEST_CACHE / "vm-kernel-6.1"
 # The probe's config options, so the guest is judged ready, and /proc/config.gz for it.
@@ -95,12 +104,31 @@ def test_vm_support_names_what_is_missing():
     assert missing_vm_support(options) == []
 
 
-def test_console_parsing_finds_the_report_between_markers():
-    report = {"schema": "kcheck.probe/1", "checks": []}
-    console = f"[    0.1] Linux version 6.1\nnoise\n{BEGIN}\n{json.dumps(report)}\n{END} 0\n[ 2.0] reboot\n"
-    assert parse_console(console) == report
-    assert parse_console("[ 0.5] Kernel panic - not syncing: VFS\n") is None
-    assert parse_console(f"{BEGIN}\n{{truncated\n{END} 1\n") is None
+def test_guest_report_is_read_from_the_exchange_directory(tmp_path):
+    assert read_guest_report(tmp_path) is None  # the probe never ran
+    (tmp_path / "report.json").write_text('{"schema": "kcheck.probe/1"')
+    assert read_guest_report(tmp_path) is None  # cut short
+    (tmp_path / "report.json").write_text('{"schema": "kcheck.probe/1", "checks": []}')
+    assert read_guest_report(tmp_path) == {"schema": "kcheck.probe/1", "checks": []}
+
+
+def test_guest_command_writes_the_report_where_the_host_reads_it(tmp_path):
+    config, catalog = tmp_path / "host.config", tmp_path / "site-catalog"
+    config.write_text("CONFIG_AIO=y\n")
+    catalog.mkdir()
+    (catalog / "site.toml").write_text("name = 'site'\n")
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    plan = BootPlan(Path("/k/bzImage"), config, 60, (), ("--check=aio.*",), catalog=catalog)
+    stage_inputs(plan, exchange)
+    command = shlex.split(guest_command(plan, exchange))
+    assert command[1:6] == ["-m", "kcheck", "probe", "--format", "json"]
+    assert command[command.index("--output") + 1] == str(exchange / "report.json")
+    # /var/tmp and /run are fresh tmpfs in the guest: inputs travel in the exchange dir.
+    assert command[command.index("--config") + 1] == str(exchange / "config")
+    assert (exchange / "config").read_text() == "CONFIG_AIO=y\n"
+    assert (exchange / "catalog/site.toml").is_file()
+    assert "--check=aio.*" in command
 
 
 def test_config_is_found_beside_the_build_or_the_vmlinuz(tmp_path):
@@ -193,17 +221,29 @@ def test_guest_without_aio_capacity_is_not_ready(vm_kernel):
 
 @pytest.mark.slow
 def test_kernel_that_never_reaches_the_probe_is_undecided_with_console_lines(vm_kernel):
-    # root=/dev/nonexistent with rootwait off: a real boot that panics instead of probing.
+    # 24 MiB is too little memory for this kernel: a real boot that panics instead of probing.
     done = run_kcheck(
         "probe",
         "--boot",
         str(vm_kernel),
+        "--boot-accel",
+        "tcg",
         "--boot-append",
-        "init=/nonexistent-init",
+        "mem=24M",
+        "--boot-append",
+        "panic=-1",
         "--boot-timeout",
         "120",
         timeout=900,
     )
     assert done.returncode == 2
-    assert "never reached the probe" in done.stderr
-    assert "last console lines:" in done.stderr
+    assert "never reached the probe (software emulation: exited without a report)" in done.stderr
+    assert "Kernel panic" in done.stderr.split("last console lines:", 1)[1]
+    assert done.stdout == ""
+
+
+def test_console_summary_keeps_the_panic_line():
+    console = ["[ 0.1] Kernel panic - not syncing: Out of memory"] + [f"[ 0.{i}] trace" for i in range(2, 60)]
+    summary = console_summary("\n".join(console)).splitlines()
+    assert summary[0] == console[0] and summary[1] == "..."
+    assert summary[-1] == console[-1] and len(summary) == 27

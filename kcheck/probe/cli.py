@@ -215,8 +215,6 @@ def _probe_in_vm(args: argparse.Namespace):
             config = args.root / "boot" / f"config-{release}"
     passthrough = [f"--check={i}" for i in args.check] + [f"--require={i}" for i in args.require]
     passthrough += [f"--ignore={i}" for i in args.ignore]
-    if args.catalog is not None:
-        passthrough.append(f"--catalog={args.catalog.resolve()}")
     if args.timeout is not None:
         passthrough.append(f"--timeout={args.timeout}")
     plan = BootPlan(
@@ -225,6 +223,7 @@ def _probe_in_vm(args: argparse.Namespace):
         timeout=args.boot_timeout,
         append=tuple(args.boot_append),
         probe_args=tuple(passthrough),
+        catalog=args.catalog,
         accel=args.boot_accel,
     )
     return probe_in_vm(plan)

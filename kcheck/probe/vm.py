@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,6 @@ from pathlib import Path
 from kcheck.core.result import ExitCode, Report, report_from_dict
 from kcheck.errors import KcheckError
 
-BEGIN, END = "=====KCHECK-REPORT-BEGIN=====", "=====KCHECK-REPORT-END====="
 CONSOLE_TAIL = 25
 # A KVM that cannot run here aborts within seconds ("failed to set MSR 0x10a") or hangs;
 # either way it gets this long before software emulation takes over.
@@ -48,6 +48,7 @@ class BootPlan:
     timeout: float
     append: tuple[str, ...]
     probe_args: tuple[str, ...]
+    catalog: Path | None = None
     accel: str = "auto"  # auto: KVM when /dev/kvm is usable, then software emulation; kvm; tcg
 
 
@@ -90,31 +91,58 @@ def _vng() -> str:
     return found
 
 
-def guest_command(plan: BootPlan) -> str:
-    """The shell line run inside the guest: this kcheck's JSON probe, between markers."""
-    probe = [sys.executable, "-m", "kcheck", "probe", "--format", "json", *plan.probe_args]
+REPORT_NAME = "report.json"
+
+
+def guest_command(plan: BootPlan, exchange: Path) -> str:
+    """The shell line run inside the guest: this kcheck's JSON probe, written into `exchange`.
+
+    The guest sees the host's files, except fresh tmpfs on /var/tmp, /var/cache, /run and
+    others: so the config and catalog travel in `exchange` too (see `stage_inputs`).
+    """
+    probe = [sys.executable, "-m", "kcheck", "probe", "--format", "json"]
+    probe += ["--output", str(exchange / REPORT_NAME), *plan.probe_args]
     if plan.config is not None:
-        probe += ["--config", str(plan.config.resolve())]
-    return f"echo {BEGIN}; {shlex.join(probe)}; echo {END} $?"
+        probe += ["--config", str(exchange / "config")]
+    if plan.catalog is not None:
+        probe += ["--catalog", str(exchange / "catalog")]
+    return shlex.join(probe)
 
 
-def vng_argv(vng: str, plan: BootPlan, kvm: bool) -> list[str]:
-    argv = [vng, "--run", str(plan.kernel), "--memory", "1G", "--cpus", "2", "--disable-microvm"]
+def stage_inputs(plan: BootPlan, exchange: Path) -> None:
+    """Copy the inputs the guest probe reads into the shared exchange directory."""
+    if plan.config is not None:
+        shutil.copyfile(plan.config, exchange / "config")
+    if plan.catalog is not None:
+        shutil.copytree(plan.catalog, exchange / "catalog")
+
+
+def vng_argv(vng: str, plan: BootPlan, kvm: bool, exchange: Path) -> list[str]:
+    """virtme-ng, verbose so the console tells what happened when no report comes back."""
+    argv = [vng, "--verbose", "--run", str(plan.kernel), "--memory", "1G", "--cpus", "2", "--disable-microvm"]
+    argv += ["--rwdir", str(exchange)]
     if not kvm:
         argv.append("--disable-kvm")
     if plan.append:
         argv += ["--append", " ".join(plan.append)]
-    return [*argv, "--exec", guest_command(plan)]
+    return [*argv, "--exec", guest_command(plan, exchange)]
 
 
-def parse_console(output: str) -> dict | None:
-    """The guest's JSON report from the console text; None if the probe never finished."""
-    start, end = output.find(BEGIN), output.rfind(END)
-    if start < 0 or end < start:
-        return None
+def console_summary(output: str) -> str:
+    """The console's last lines, led by the panic line when it scrolled out of them."""
+    lines = output.rstrip().splitlines()
+    tail = lines[-CONSOLE_TAIL:]
+    panic = next((line for line in lines if "Kernel panic" in line), None)
+    if panic is not None and panic not in tail:
+        tail = [panic, "...", *tail]
+    return "\n".join(tail)
+
+
+def read_guest_report(exchange: Path) -> dict | None:
+    """The guest's JSON report, None when the probe never wrote one."""
     try:
-        data = json.loads(output[start + len(BEGIN) : end])
-    except ValueError:
+        data = json.loads((exchange / REPORT_NAME).read_text())
+    except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -170,26 +198,31 @@ def probe_in_vm(plan: BootPlan) -> Report:
         else [(False, plan.timeout)]
     )
     tried = []
-    for kvm, timeout in attempts:
-        started = time.monotonic()
-        output, timed_out = _run(vng_argv(vng, plan, kvm), timeout)
-        seconds = time.monotonic() - started
-        data = parse_console(output)
-        if data is not None:
-            break
-        why = f"timed out after {timeout:g}s" if timed_out else "exited without a report"
-        tried.append(f"{'KVM' if kvm else 'software emulation'}: {why}")
-    else:
-        tail = "\n".join(output.rstrip().splitlines()[-CONSOLE_TAIL:])
-        raise BootFailed(
-            f"--boot {plan.kernel}: the kernel never reached the probe ({'; '.join(tried)}); "
-            f"last console lines:\n{tail}"
-        )
+    with tempfile.TemporaryDirectory(prefix="kcheck-vm-") as scratch:
+        exchange = Path(scratch)  # shared read-write with the guest (--rwdir)
+        stage_inputs(plan, exchange)
+        for kvm, timeout in attempts:
+            started = time.monotonic()
+            output, timed_out = _run(vng_argv(vng, plan, kvm, exchange), timeout)
+            seconds = time.monotonic() - started
+            data = read_guest_report(exchange)
+            if data is not None:
+                break
+            why = f"timed out after {timeout:g}s" if timed_out else "exited without a report"
+            tried.append(f"{'KVM' if kvm else 'software emulation'}: {why}")
+        else:
+            raise BootFailed(
+                f"--boot {plan.kernel}: the kernel never reached the probe ({'; '.join(tried)}); "
+                f"last console lines:\n{console_summary(output)}"
+            )
     try:
         report = report_from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise BootFailed(f"--boot {plan.kernel}: the guest's report is malformed ({exc})") from None
     report.mode = "vm"
+    if plan.config is not None:  # name the host's config, not the guest's staged copy
+        for check in report.checks:
+            check.detail = check.detail.replace(str(exchange / "config"), str(plan.config))
     report.kernel["boot"] = {
         "kernel": str(plan.kernel),
         "accelerator": "kvm" if kvm else "tcg",
