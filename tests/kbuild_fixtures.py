@@ -118,6 +118,58 @@ def linux_tinyconfig(cache: Path = KERNEL_TEST_CACHE) -> Path:
     return config
 
 
+FIX_FILE = "init/main.c"
+FIX_BEFORE = '{ "HOME=/", "TERM=linux", NULL, }'
+FIX_AFTER = '{ "HOME=/", "TERM=linux", "KCHECK_FIX=applied", NULL, }'
+FIX_SUBJECT = "init: tell the init process the kcheck fix is applied"
+
+
+def upstream_with_a_real_fix(path: Path) -> tuple[str, str]:
+    """A bare clone of the cached kernel with one real commit on top (tag v6.1-kcheck-fix).
+
+    Returns (the clone's path, the fix's SHA). The fix changes a string the tinyconfig kernel
+    compiles in, so a build shows whether it was picked.
+    """
+    repo = git.Repo.clone_from(str(cached_linux_source_repo()), path, bare=True)
+    with repo:
+        original = repo.git.show(f"HEAD:{FIX_FILE}")
+        assert FIX_BEFORE in original
+        index = path / "fix.index"
+        with repo.git.custom_environment(
+            GIT_INDEX_FILE=str(index),
+            GIT_AUTHOR_NAME="Upstream Dev",
+            GIT_AUTHOR_EMAIL="dev@kernel.example",
+            GIT_COMMITTER_NAME="Upstream Dev",
+            GIT_COMMITTER_EMAIL="dev@kernel.example",
+        ):
+            repo.git.read_tree("HEAD")
+            fixed = path / "fixed-main.c"
+            fixed.write_text(original.replace(FIX_BEFORE, FIX_AFTER) + "\n")
+            blob = repo.git.hash_object("-w", str(fixed))
+            repo.git.update_index("--cacheinfo", f"100644,{blob},{FIX_FILE}")
+            tree = repo.git.write_tree()
+            fix = repo.git.commit_tree(tree, "-p", "HEAD", "-m", f"{FIX_SUBJECT}\n\nA small real change.")
+        index.unlink()
+        fixed.unlink()
+        repo.git.update_ref("refs/heads/main", fix)
+        repo.git.tag("-a", "-m", "fix", "v6.1-kcheck-fix", fix)
+    return str(path), fix
+
+
+def real_fix_catalog(directory: Path, upstream: str, fix: str) -> Path:
+    """A catalog whose one patchset, needed below 6.2, is the real fix."""
+    return write_catalog(
+        directory,
+        patchset(
+            "kcheck-test-fix",
+            [catalog_commit(fix, FIX_SUBJECT, tag="v6.1-kcheck-fix")],
+            fixes=["aio.ring_remap"],
+            needed_below="6.2",
+            upstream=upstream,
+        ),
+    )
+
+
 # --- the fake kernel tree ------------------------------------------------------------------
 
 FAKE_MAKEFILE = r"""VERSION = 3
