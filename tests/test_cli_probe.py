@@ -24,7 +24,9 @@ def one_error_line(done) -> str:
     ("make", "expected"),
     [
         (lambda d: d / "missing.config", "not found"),
-        (lambda d: d, "unreadable"),
+        (lambda d: d, "is a directory; pass the .config file itself"),
+        # Root reads through file modes; /proc/self/mem refuses a plain read (EIO) even to root.
+        (lambda d: Path("/proc/self/mem"), "is unreadable (Input/output error)"),
         (lambda d: _write(d / "bad.gz", b"\x1f\x8b\x08\x00garbage"), "corrupt gzip"),
         (lambda d: _write(d / "notes.txt", b"hello\nworld\n"), "not a kernel config"),
     ],
@@ -129,3 +131,25 @@ def test_probe_path_does_not_import_gitpython():
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "kcheck", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("kcheck ")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e300"])
+def test_timeouts_must_be_finite_and_positive(value):
+    for option in ("--timeout", "--boot-timeout"):
+        done = run_kcheck("probe", option, value)
+        assert done.returncode == 3, (option, value)
+        assert "Traceback" not in done.stderr
+        assert f"argument {option}: {value!r}" in done.stderr
+
+
+def test_require_outside_the_check_selection_is_bad_input():
+    done = run_kcheck("probe", "--check", "aio.*", "--require", "overlayfs.maps")
+    assert done.returncode == 3
+    assert "--require overlayfs.maps: not among the --check selection; add it to --check" in done.stderr
+
+
+def test_output_file_is_world_readable_for_collectors(tmp_path):
+    target = tmp_path / "kcheck.prom"
+    done = run_kcheck("probe", "--check", "kernel.release", "--format", "prometheus", "--output", str(target))
+    assert done.returncode == 0
+    assert target.stat().st_mode & 0o777 == 0o644

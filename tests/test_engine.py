@@ -36,7 +36,7 @@ def context(release="6.18.44", **overrides) -> ProbeContext:
         "release": lambda ctx: {"release": ctx.release, "ranges": [["overlayfs-mnt-id", "3.18", "4.2"]]},
         **overrides,
     }
-    return ProbeContext(release=release, sources=sources)
+    return ProbeContext(release=release, catalog=CATALOG, sources=sources)
 
 
 def by_id(report):
@@ -44,14 +44,14 @@ def by_id(report):
 
 
 def test_fixed_kernel_is_ready():
-    report = run_probe(select_checks(), context(), CATALOG)
+    report = run_probe(select_checks(), context())
     assert report.verdict == Verdict.READY and report.exit_code == ExitCode.READY
     assert {c.evidence for c in report.checks if c.id.startswith(("overlayfs", "aio"))} == {Evidence.LIVE}
 
 
 def test_broken_overlay_is_not_ready_and_names_the_patchset():
     ctx = context(release="3.19.0-15-generic", overlay=lambda ctx: load_capture("overlay-broken-pre4.2.json"))
-    report = run_probe(select_checks(), ctx, CATALOG)
+    report = run_probe(select_checks(), ctx)
     assert report.verdict == Verdict.NOT_READY and report.exit_code == ExitCode.NOT_READY
     check = by_id(report)["overlayfs.mnt_id"]
     assert check.status == Status.FAIL
@@ -61,16 +61,14 @@ def test_broken_overlay_is_not_ready_and_names_the_patchset():
 
 
 def test_broken_aio_is_not_ready():
-    report = run_probe(
-        select_checks(), context(aio=lambda ctx: load_capture("aio-broken-pre3.19.json")), CATALOG
-    )
+    report = run_probe(select_checks(), context(aio=lambda ctx: load_capture("aio-broken-pre3.19.json")))
     assert report.verdict == Verdict.NOT_READY
     assert by_id(report)["aio.ring_remap"].fix.patchset == "aio-ring-remap"
 
 
 def test_debian_61_maps_failure_only_warns():
     ctx = context(release="6.1.0-28-amd64", overlay=lambda ctx: load_capture("overlay-debian-6.1-maps.json"))
-    report = run_probe(select_checks(), ctx, CATALOG)
+    report = run_probe(select_checks(), ctx)
     maps = by_id(report)["overlayfs.maps"]
     assert maps.status == Status.FAIL and not maps.required
     assert "optional, affects" in maps.remedy
@@ -79,7 +77,7 @@ def test_debian_61_maps_failure_only_warns():
 
 def test_unobservable_on_new_kernel_passes_by_version_never_live():
     ctx = context(overlay=unavailable("mount overlay refused (EPERM): needs CAP_SYS_ADMIN"))
-    checks = by_id(run_probe(select_checks(), ctx, CATALOG))
+    checks = by_id(run_probe(select_checks(), ctx))
     assert checks["overlayfs.mnt_id"].status == Status.PASS
     assert checks["overlayfs.mnt_id"].evidence == Evidence.VERSION
     assert "not observed live" in checks["overlayfs.mnt_id"].detail
@@ -89,7 +87,7 @@ def test_unobservable_on_new_kernel_passes_by_version_never_live():
 
 def test_unobservable_on_old_kernel_is_undecided():
     ctx = context(release="3.19.0", overlay=unavailable("needs CAP_SYS_ADMIN"))
-    report = run_probe(select_checks(), ctx, CATALOG)
+    report = run_probe(select_checks(), ctx)
     assert by_id(report)["overlayfs.mnt_id"].status == Status.UNKNOWN
     assert report.verdict == Verdict.UNDECIDED and report.exit_code == ExitCode.UNDECIDED
 
@@ -98,23 +96,22 @@ def test_failure_outranks_unknown():
     ctx = context(
         release="3.19.0", overlay=unavailable("x"), aio=lambda ctx: load_capture("aio-broken-pre3.19.json")
     )
-    assert run_probe(select_checks(), ctx, CATALOG).verdict == Verdict.NOT_READY
+    assert run_probe(select_checks(), ctx).verdict == Verdict.NOT_READY
 
 
 def test_missing_config_is_undecided():
-    report = run_probe(select_checks(), context(config=unavailable("no kernel config found")), CATALOG)
+    report = run_probe(select_checks(), context(config=unavailable("no kernel config found")))
     assert by_id(report)["config.NAMESPACES"].status == Status.UNKNOWN
     assert report.verdict == Verdict.UNDECIDED
 
 
 def test_require_and_ignore_change_the_required_set():
     ctx = context(overlay=lambda ctx: load_capture("overlay-debian-6.1-maps.json"))
-    required = run_probe(select_checks(require=["overlayfs.maps"]), ctx, CATALOG)
+    required = run_probe(select_checks(require=["overlayfs.maps"]), ctx)
     assert required.verdict == Verdict.NOT_READY
     ignored = run_probe(
         select_checks(ignore=["overlayfs.*"]),
         context(overlay=lambda ctx: load_capture("overlay-broken-pre4.2.json")),
-        CATALOG,
     )
     assert ignored.verdict == Verdict.READY
     assert by_id(ignored)["overlayfs.mnt_id"].status == Status.FAIL
@@ -127,7 +124,7 @@ def test_check_runs_a_subset_and_each_source_once():
         calls.append(1)
         return load_capture("overlay-fixed-6.18.json")
 
-    report = run_probe(select_checks(check=["overlayfs.*"]), context(overlay=counting), CATALOG)
+    report = run_probe(select_checks(check=["overlayfs.*"]), context(overlay=counting))
     assert [c.id for c in report.checks] == ["overlayfs.mnt_id", "overlayfs.fd_path", "overlayfs.maps"]
     assert len(calls) == 1
 

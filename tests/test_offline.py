@@ -172,3 +172,19 @@ def test_unreadable_image_config_is_bad_input(tmp_path):
     done = run_kcheck("probe", "--root", str(root))
     assert done.returncode == 3
     assert f"config file {root}/boot/config-{NEW} is a corrupt gzip" in done.stderr
+
+
+def test_release_without_an_image_never_reads_the_running_kernels_config():
+    # /proc/config.gz describes the running kernel, not the 3.10 kernel being judged.
+    done, report = probe("--release", "3.10.0", "--check", "config.NAMESPACES")
+    check = checks(report)["config.NAMESPACES"]
+    assert check["status"] == "unknown" and "/proc/config.gz" not in check["detail"]
+    assert done.returncode == 2
+
+
+def test_release_that_is_not_a_release_is_bad_input():
+    done = run_kcheck("probe", "--release", "garbage")
+    assert done.returncode == 3
+    assert done.stderr.strip() == (
+        "kcheck: error: --release garbage: not a kernel release; pass one like 6.1.0-28-amd64"
+    )

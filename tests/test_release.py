@@ -55,4 +55,7 @@ def test_version_from_makefile_rejects_non_kernel():
 @given(st.text())
 def test_parse_release_is_total(text):
     release = parse_release(text)
-    assert release is None or release.version.major >= 0
+    if release is not None:
+        assert release.raw == text.strip()
+        assert release.raw.endswith(release.local)
+        assert parse_version(str(release.version)) == release.version  # the version round-trips

@@ -9,7 +9,7 @@ from importlib.resources import files
 import jsonschema
 import pytest
 from conftest import load_capture
-from test_engine import CATALOG, context, unavailable
+from test_engine import context, unavailable
 
 from kcheck.core import render
 from kcheck.core.result import Status
@@ -19,18 +19,16 @@ SCHEMA = json.loads(files("kcheck.schemas").joinpath("probe-1.json").read_text()
 
 
 def ready_report():
-    return run_probe(
-        select_checks(), context(overlay=lambda c: load_capture("overlay-debian-6.1-maps.json")), CATALOG
-    )
+    return run_probe(select_checks(), context(overlay=lambda c: load_capture("overlay-debian-6.1-maps.json")))
 
 
 def not_ready_report():
     ctx = context(release="3.19.0-15-generic", overlay=lambda c: load_capture("overlay-broken-pre4.2.json"))
-    return run_probe(select_checks(), ctx, CATALOG)
+    return run_probe(select_checks(), ctx)
 
 
 def undecided_report():
-    return run_probe(select_checks(), context(release="3.19.0", overlay=unavailable("needs root")), CATALOG)
+    return run_probe(select_checks(), context(release="3.19.0", overlay=unavailable("needs root")))
 
 
 REPORTS = {"ready": ready_report, "not-ready": not_ready_report, "undecided": undecided_report}

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,8 @@ PASSING_LIVE_IDS = {
 
 
 def vng() -> str:
-    return str(Path(shutil.which("kcheck") or "").parent / "vng")
+    """virtme-ng from the test extra, beside this interpreter."""
+    return str(Path(sys.executable).parent / "vng")
 
 
 @pytest.fixture(scope="session")
@@ -162,13 +164,26 @@ def test_missing_kernel_is_bad_input(tmp_path):
 def test_kernel_without_vm_support_is_refused_naming_it(tmp_path):
     kernel = tmp_path / "boot/vmlinuz-6.1.0-tiny"
     kernel.parent.mkdir()
-    kernel.write_bytes(b"MZ")
+    kernel.write_bytes(b"\0" * 0x202 + b"HdrS" + b"\0" * 64)  # an x86 boot header, enough to pass
     (tmp_path / "boot/config-6.1.0-tiny").write_text(
         "CONFIG_VIRTIO_PCI=y\nCONFIG_DEVTMPFS=y\nCONFIG_TMPFS=y\n"
     )
     done = run_kcheck("probe", "--boot", str(kernel))
     assert done.returncode == 3
     assert "lacks what the VM needs: host filesystem export" in done.stderr
+
+
+def test_a_file_that_is_not_a_kernel_is_refused_before_booting(tmp_path):
+    not_kernel = tmp_path / "passwd"
+    not_kernel.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    done = run_kcheck("probe", "--boot", str(not_kernel))
+    assert done.returncode == 3
+    assert "not a bootable x86 kernel image (no boot header)" in done.stderr
+
+
+def test_boot_kernel_with_root_is_ambiguous(tmp_path):
+    done = run_kcheck("probe", "--boot", str(tmp_path / "bzImage"), "--root", str(tmp_path))
+    assert done.returncode == 3 and "pass either a KERNEL or --boot --root DIR" in done.stderr
 
 
 def test_boot_without_kernel_needs_an_image():

@@ -40,9 +40,6 @@ class KernelRelease:
     version: KernelVersion
     local: str
 
-    def at_least(self, version: KernelVersion) -> bool:
-        return self.version >= version
-
 
 def parse_version(text: str) -> KernelVersion:
     """Parse '4.2', '3.19.0' or '4.2-rc2'; raise ValueError on anything else."""

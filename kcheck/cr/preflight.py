@@ -21,12 +21,10 @@ def run_preflight(action: str, external: bool, config: Path | None) -> None:
 
     External C/R runs the installed criu itself, so `criu check` is required too.
     """
-    from kcheck.probe.cli import probe_setup
-    from kcheck.probe.engine import run_probe, select_checks
+    from kcheck.probe.engine import probe_setup, run_probe, select_checks
 
     specs = [spec for spec in select_checks(require=[CRIU_CHECK] if external else []) if spec.required]
-    catalog, ctx = probe_setup(config=config)
-    report = run_probe(specs, ctx, catalog)
+    report = run_probe(specs, probe_setup(config=config))
     if report.verdict != Verdict.READY:
         raise Refused(refusal(action, report))
     print(

@@ -20,12 +20,16 @@ class CheckSpec:
     source: str  # the collector in kcheck.probe.observe.SOURCES that feeds the verdict
     verdict: Callable[[Any], Outcome]
     evidence: Evidence = Evidence.LIVE
-    needs_root: bool = False
-    needs_live: bool = True
+    needs_root: bool = False  # euid 0; checks that can use a user namespace do not need it
     patchset: str | None = None  # the catalog patchset that fixes a failure
     min_version: str | None = None  # for fixes outside the catalog
     remedy: str | None = None  # what to do when the check fails, beyond the patchset
     affects: str | None = None  # what breaks when an optional check fails
+
+    @property
+    def needs_live(self) -> bool:
+        """Whether it observes a running kernel (so offline it needs other evidence)."""
+        return self.evidence in (Evidence.LIVE, Evidence.TOOL)
 
 
 LIVE_CHECKS = (
@@ -35,7 +39,6 @@ LIVE_CHECKS = (
         required=True,
         source="overlay",
         verdict=verdicts.overlay_mnt_id,
-        needs_root=True,
         patchset="overlayfs-mnt-id",
     ),
     CheckSpec(
@@ -44,7 +47,6 @@ LIVE_CHECKS = (
         required=True,
         source="overlay",
         verdict=verdicts.overlay_fd_path,
-        needs_root=True,
         patchset="overlayfs-mnt-id",
     ),
     CheckSpec(
@@ -53,7 +55,6 @@ LIVE_CHECKS = (
         required=False,
         source="overlay",
         verdict=verdicts.overlay_maps,
-        needs_root=True,
         remedy="use a kernel whose overlayfs reports the overlay in /proc/PID/maps",
         affects="dumps of containers that mmap files on overlay (CRIU's overlayfs_maps)",
     ),
@@ -101,7 +102,6 @@ LIVE_CHECKS = (
         source="release",
         verdict=verdicts.kernel_release,
         evidence=Evidence.VERSION,
-        needs_live=False,
     ),
 )
 
@@ -136,7 +136,6 @@ CONFIG_CHECKS = tuple(
         source="config",
         verdict=partial(verdicts.config_option, f"CONFIG_{option}"),
         evidence=Evidence.CONFIG,
-        needs_live=False,
         remedy=f"rebuild the kernel with CONFIG_{option}=y (kcheck build-kernel --set CONFIG_{option}=y)",
         affects=affects,
     )

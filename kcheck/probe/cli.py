@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from kcheck.patchsets.catalog import Patchset
-    from kcheck.probe.observe import ProbeContext
+from kcheck.probe import DEFAULT_TIMEOUT
 
 FORMAT_NAMES = ("text", "json", "junit", "prometheus", "npd", "github")
-DEFAULT_TIMEOUT = 10.0
 DEFAULT_BOOT_TIMEOUT = 300.0
+MAX_SECONDS = 24 * 3600.0
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite, positive number of seconds (at most a day)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 and at most {MAX_SECONDS:g} seconds")
+    return value
+
+
 IMAGE_KERNEL = Path("<image kernel>")  # --boot without a value: the --root image's kernel
 
 
@@ -57,7 +67,7 @@ def register(jobs) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         help=f"limit for each live probe (default {DEFAULT_TIMEOUT:g}; live only)",
     )
@@ -82,8 +92,7 @@ def register(jobs) -> None:
     )
     vm.add_argument(
         "--boot-timeout",
-        type=float,
-        default=DEFAULT_BOOT_TIMEOUT,
+        type=seconds,
         metavar="SECONDS",
         help=f"limit for the boot and probe (default {DEFAULT_BOOT_TIMEOUT:g}; KVM is tried "
         "first for a shorter time when /dev/kvm is usable)",
@@ -104,72 +113,22 @@ def register(jobs) -> None:
     parser.set_defaults(handler=run)
 
 
-def probe_setup(
-    catalog_dir: Path | None = None,
-    config: Path | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    *,
-    root: Path | None = None,
-    release: str | None = None,
-) -> tuple[dict[str, Patchset], ProbeContext]:
-    """The catalog and the probe context: the running kernel, or offline with root/release.
-
-    `kcheck cr` uses it for its pre-flight. Bad input (config, image, release) raises here,
-    before any probe runs.
-    """
-    from kcheck.patchsets.catalog import load_catalog
-    from kcheck.probe.checks import CHECK_IDS
-    from kcheck.probe.observe import ProbeContext, Unavailable
-
-    catalog = load_catalog(catalog_dir, CHECK_IDS)
-    others: tuple[str, ...] = ()
-    if root is not None:
-        from kcheck.errors import KcheckError
-        from kcheck.probe.image import default_release, image_releases
-
-        releases = image_releases(root)
-        if release is not None and release not in releases:
-            raise KcheckError(f"--release {release}: not in {root}; the image has {', '.join(releases)}")
-        release = release or default_release(root, releases)
-        others = tuple(r for r in releases if r != release)
-    ctx = ProbeContext(
-        release=release or os.uname().release,
-        config_path=config,
-        timeout=timeout,
-        ranges=tuple(
-            (name, str(p.needed_from) if p.needed_from else None, str(p.needed_below))
-            for name, p in catalog.items()
-        ),
-        mode="offline" if release is not None else "live",
-        root=root,
-        other_releases=others,
-    )
-    if config is not None or ctx.mode == "offline":
-        # A broken config is bad input and raises now, before any probe runs; a missing
-        # one (Unavailable) only makes the config checks unknown.
-        with contextlib.suppress(Unavailable):
-            ctx.observe("config")
-    return catalog, ctx
-
-
 def run(args: argparse.Namespace) -> int:
     from kcheck.errors import KcheckError
-    from kcheck.probe.engine import run_probe, select_checks
+    from kcheck.probe.engine import probe_setup, run_probe, select_checks
 
     if args.boot is not None:
-        report = _probe_in_vm(args)
-        return _emit(args, report)
-    if args.boot_append or args.boot_timeout != DEFAULT_BOOT_TIMEOUT or args.boot_accel != "auto":
+        return _emit(args, _probe_in_vm(args))
+    if args.boot_append or args.boot_timeout is not None or args.boot_accel != "auto":
         raise KcheckError("--boot-append/--boot-timeout/--boot-accel: only with --boot KERNEL")
     offline = args.root is not None or args.release is not None
     if offline and args.timeout is not None:
         raise KcheckError("--timeout: live-only, but --root/--release judge a kernel offline; drop one")
-    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
-    if timeout <= 0:
-        raise KcheckError(f"--timeout {timeout}: must be a positive number of seconds")
     specs = select_checks(args.check, args.require, args.ignore)
-    catalog, ctx = probe_setup(args.catalog, args.config, timeout, root=args.root, release=args.release)
-    return _emit(args, run_probe(specs, ctx, catalog))
+    ctx = probe_setup(
+        args.catalog, args.config, args.timeout or DEFAULT_TIMEOUT, root=args.root, release=args.release
+    )
+    return _emit(args, run_probe(specs, ctx))
 
 
 def _emit(args: argparse.Namespace, report) -> int:
@@ -200,8 +159,6 @@ def _probe_in_vm(args: argparse.Namespace):
     from kcheck.probe.image import select_release
     from kcheck.probe.vm import BootPlan, find_kernel_config, probe_in_vm
 
-    if args.boot_timeout <= 0:
-        raise KcheckError(f"--boot-timeout {args.boot_timeout}: must be a positive number of seconds")
     select_checks(args.check, args.require, args.ignore)  # unknown ids: bad input before booting
     kernel, config = args.boot, args.config
     if kernel == IMAGE_KERNEL:
@@ -213,6 +170,8 @@ def _probe_in_vm(args: argparse.Namespace):
         kernel = args.root / "boot" / f"vmlinuz-{release}"
         if config is None and (args.root / "boot" / f"config-{release}").is_file():
             config = args.root / "boot" / f"config-{release}"
+    elif args.root is not None or args.release is not None:
+        raise KcheckError(f"--boot {kernel} with --root/--release: pass either a KERNEL or --boot --root DIR")
     passthrough = [f"--check={i}" for i in args.check] + [f"--require={i}" for i in args.require]
     passthrough += [f"--ignore={i}" for i in args.ignore]
     if args.timeout is not None:
@@ -220,7 +179,7 @@ def _probe_in_vm(args: argparse.Namespace):
     plan = BootPlan(
         kernel=kernel,
         config=find_kernel_config(kernel, config),
-        timeout=args.boot_timeout,
+        timeout=args.boot_timeout or DEFAULT_BOOT_TIMEOUT,
         append=tuple(args.boot_append),
         probe_args=tuple(passthrough),
         catalog=args.catalog,

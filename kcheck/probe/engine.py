@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from kcheck.core.release import parse_release
 from kcheck.core.result import CheckResult, Evidence, Fix, Report, Status
 from kcheck.errors import KcheckError
-from kcheck.patchsets.catalog import Patchset
+from kcheck.patchsets.catalog import Patchset, load_catalog
+from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.checks import CHECK_IDS, CHECKS, CheckSpec
+from kcheck.probe.image import select_release
 from kcheck.probe.observe import ProbeContext, Unavailable
 from kcheck.probe.verdicts import Outcome, by_version, criu_version, offline_fix
 
@@ -33,6 +37,10 @@ def select_checks(
     """The checks to run, with --require/--ignore applied to their required flag."""
     chosen = _match(check, "--check") if check else set(CHECK_IDS)
     required, ignored = _match(require, "--require"), _match(ignore, "--ignore")
+    if left_out := sorted(required - chosen):
+        raise KcheckError(
+            f"--require {', '.join(left_out)}: not among the --check selection; add it to --check"
+        )
     if both := required & ignored:
         raise KcheckError(f"{', '.join(sorted(both))}: both --require and --ignore; pick one")
     return [
@@ -42,10 +50,47 @@ def select_checks(
     ]
 
 
-def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext, catalog: dict[str, Patchset]) -> Report:
+def probe_setup(
+    catalog_dir: Path | None = None,
+    config: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    root: Path | None = None,
+    release: str | None = None,
+) -> ProbeContext:
+    """The context of a probe: the running kernel, or offline with an image root or release.
+
+    `kcheck cr` uses it for its pre-flight. Bad input (catalog, config, image, release)
+    raises here, before any probe runs.
+    """
+    catalog = load_catalog(catalog_dir, CHECK_IDS)
+    others: tuple[str, ...] = ()
+    if root is not None:
+        release, others = select_release(root, release)
+    elif release is not None and parse_release(release) is None:
+        raise KcheckError(f"--release {release}: not a kernel release; pass one like 6.1.0-28-amd64")
+    ctx = ProbeContext(
+        release=release or os.uname().release,
+        catalog=catalog,
+        config_path=config,
+        timeout=timeout,
+        mode="offline" if release is not None else "live",
+        root=root,
+        other_releases=others,
+    )
+    if config is not None or ctx.mode == "offline":
+        # A broken config is bad input and raises now, before any probe runs; a missing
+        # one (Unavailable) only makes the config checks unknown.
+        with contextlib.suppress(Unavailable):
+            ctx.observe("config")
+    return ctx
+
+
+def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext) -> Report:
+    catalog = ctx.catalog
     if ctx.mode == "live":
-        ctx.prefetch(dict.fromkeys(spec.source for spec in specs))
-    results = [_run_one(spec, ctx, catalog) for spec in specs]
+        ctx.prefetch(dict.fromkeys(spec.source for spec in specs if not _privilege_missing(spec)))
+    results = [_run_one(spec, ctx) for spec in specs]
     release = parse_release(ctx.release)
     kernel: dict[str, object] = {
         "release": ctx.release,
@@ -62,7 +107,8 @@ def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext, catalog: dict[str, 
     return Report(kernel=kernel, checks=results, tools=tools, mode=ctx.mode)
 
 
-def _run_one(spec: CheckSpec, ctx: ProbeContext, catalog: dict[str, Patchset]) -> CheckResult:
+def _run_one(spec: CheckSpec, ctx: ProbeContext) -> CheckResult:
+    catalog = ctx.catalog
     min_version = _fix_version(spec, catalog)
     if ctx.mode == "offline" and spec.evidence == Evidence.TOOL:
         outcome = Outcome(Status.SKIP, "offline: tools run only against a live kernel")
@@ -71,6 +117,8 @@ def _run_one(spec: CheckSpec, ctx: ProbeContext, catalog: dict[str, Patchset]) -
         outcome = offline_fix(ctx.release, patchset, min_version, ctx.observe("image"))
     else:
         try:
+            if missing := _privilege_missing(spec):
+                raise Unavailable(missing)
             outcome = spec.verdict(ctx.observe(spec.source))
         except Unavailable as exc:
             outcome = Outcome(Status.UNKNOWN, str(exc), unobservable=True)
@@ -89,7 +137,11 @@ def _run_one(spec: CheckSpec, ctx: ProbeContext, catalog: dict[str, Patchset]) -
     )
 
 
-def _fix_version(spec: CheckSpec, catalog: dict[str, Patchset]) -> str | None:
+def _privilege_missing(spec: CheckSpec) -> str | None:
+    return "needs root" if spec.needs_root and os.geteuid() != 0 else None
+
+
+def _fix_version(spec: CheckSpec, catalog: Mapping[str, Patchset]) -> str | None:
     if spec.patchset and spec.patchset in catalog:
         return str(catalog[spec.patchset].needed_below).removesuffix(".0")
     return spec.min_version

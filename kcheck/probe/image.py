@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kcheck.core.files import CorruptGzip, read_maybe_gzipped
 from kcheck.core.release import parse_release
 from kcheck.errors import KcheckError
 
@@ -81,11 +80,10 @@ def observe_image(ctx: ProbeContext) -> dict[str, Any]:
         path = ctx.root / pattern.format(release=ctx.release)
         if path.is_file():
             try:
-                data = path.read_bytes()
-                text = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-            except (OSError, EOFError, zlib.error) as exc:
+                text = read_maybe_gzipped(path).decode("utf-8", errors="replace")
+            except (OSError, CorruptGzip) as exc:
                 found["changelog_error"] = f"{path}: {exc}"
                 continue
-            found.update(changelog_path=str(path), changelog=text.decode("utf-8", errors="replace"))
+            found.update(changelog_path=str(path), changelog=text)
             break
     return found

@@ -19,13 +19,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kcheck.errors import KcheckError
-from kcheck.probe import syscalls
+from kcheck.probe import DEFAULT_TIMEOUT, syscalls
 from kcheck.probe.image import observe_image
 
+if TYPE_CHECKING:
+    from kcheck.patchsets.catalog import Patchset
+
 PAGE = 4096
+RUNNING_CONFIG = Path("/proc/config.gz")
 # Where the overlay child mounts its private tmpfs: hidden from the host by the
 # child's own mount namespace, so nothing is ever created in the host's /tmp.
 SCRATCH_CANDIDATES = ("/tmp", "/run", "/mnt", "/var/tmp")
@@ -70,12 +74,12 @@ class ProbeContext:
     """Inputs shared by the collectors, and a cache so each collector runs once."""
 
     release: str
+    catalog: Mapping[str, Patchset] = field(default_factory=dict)
     config_path: Path | None = None
-    timeout: float = 10.0
+    timeout: float = DEFAULT_TIMEOUT
     mode: str = "live"  # or "offline": judge an image's kernel from files, not syscalls
     root: Path | None = None  # the image root, offline
     other_releases: tuple[str, ...] = ()  # kernels in the image that were not judged
-    ranges: tuple[tuple[str, str | None, str], ...] = ()
     # Collectors by source name; tests swap in captured observations here.
     sources: Mapping[str, Callable[[ProbeContext], Any]] = field(default_factory=lambda: SOURCES)
 
@@ -106,7 +110,11 @@ class ProbeContext:
 
 
 def observe_release(ctx: ProbeContext) -> dict[str, Any]:
-    return {"release": ctx.release, "ranges": [list(r) for r in ctx.ranges]}
+    ranges = [
+        [name, str(p.needed_from) if p.needed_from else None, str(p.needed_below)]
+        for name, p in ctx.catalog.items()
+    ]
+    return {"release": ctx.release, "ranges": ranges}
 
 
 def observe_fdinfo(ctx: ProbeContext) -> str:
@@ -131,31 +139,26 @@ def config_candidates(release: str, root: Path | None = None) -> list[Path]:
         base / f"lib/modules/{release}/config",
         base / f"usr/lib/modules/{release}/config",
     ]
-    return paths if root else [Path("/proc/config.gz"), *paths]
+    return paths if root else [RUNNING_CONFIG, *paths]
 
 
 def read_config_file(path: Path) -> dict[str, str]:
     """A config file's options, gunzipped when needed; KcheckError naming the file otherwise."""
+    from kcheck.core.files import CorruptGzip, read_maybe_gzipped
+    from kcheck.core.procparse import parse_kconfig
+
     try:
-        data = path.read_bytes()
+        data = read_maybe_gzipped(path)
     except FileNotFoundError:
         raise KcheckError(f"config file {path} not found; pass an existing file to --config") from None
+    except IsADirectoryError:
+        raise KcheckError(f"config file {path} is a directory; pass the .config file itself") from None
     except OSError as exc:
         raise KcheckError(
             f"config file {path} is unreadable ({exc.strerror}); check its permissions"
         ) from None
-    if data[:2] == b"\x1f\x8b":
-        import gzip
-        import zlib
-
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise KcheckError(
-                f"config file {path} is a corrupt gzip ({exc}); pass an intact config"
-            ) from None
-    from kcheck.core.procparse import parse_kconfig
-
+    except CorruptGzip as exc:
+        raise KcheckError(f"config file {path} is a corrupt gzip ({exc}); pass an intact config") from None
     options = parse_kconfig(data.decode("utf-8", errors="replace"))
     if not options:
         raise KcheckError(f"config file {path} is not a kernel config (no CONFIG_ lines); pass a .config")
@@ -166,6 +169,8 @@ def observe_config(ctx: ProbeContext) -> dict[str, Any]:
     if ctx.config_path is not None:
         return {"path": str(ctx.config_path), "options": read_config_file(ctx.config_path)}
     candidates = config_candidates(ctx.release, ctx.root)
+    if ctx.mode == "offline":  # /proc/config.gz is the running kernel's, not the one judged
+        candidates = [path for path in candidates if path != RUNNING_CONFIG]
     problems = []
     for path in candidates:
         if not path.exists():
@@ -187,14 +192,22 @@ def start_criu(ctx: ProbeContext) -> Finisher:
     criu = shutil.which("criu")
     if criu is None:
         return lambda: {"installed": False}
-    if os.geteuid() != 0:
-        raise Unavailable("criu check needs root")
     version = _start_tool([criu, "--version"])
-    check = _start_tool([criu, "check"])
+    try:
+        check = _start_tool([criu, "check"])
+    except Unavailable:
+        _finish_tool(version, ctx.timeout)
+        raise
 
     def finish() -> dict[str, Any]:
-        version_done = _finish_tool(version, ctx.timeout)
-        check_done = _finish_tool(check, ctx.timeout * 3)
+        try:
+            version_done = _finish_tool(version, ctx.timeout)
+            check_done = _finish_tool(check, ctx.timeout * 3)
+        finally:
+            for process in (version, check):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
         return {
             "installed": True,
             "path": criu,
@@ -209,7 +222,12 @@ def start_criu(ctx: ProbeContext) -> Finisher:
 def _start_tool(argv: list[str]) -> subprocess.Popen:
     try:
         return subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
         )
     except OSError as exc:
         raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
@@ -269,6 +287,8 @@ def _aio_child(report: Callable[[dict[str, Any]], None]) -> None:
         result, code = syscalls.io_getevents_probe(context)
         obs["getevents_old"] = [result, syscalls.errno_name(code)]
         obs["reopen_errno"] = _reopen_errno(live_context, live_context + ring.length)
+    except OSError as exc:  # e.g. mmap of the target refused: say so, do not hide it
+        obs["error"] = str(exc)
     finally:
         report(obs)
         _destroy_ring(live_context, context)
@@ -326,8 +346,16 @@ def _start_child(
     Attached children die with this process and are killed on timeout. A detached child
     is a grandchild orphaned to init, so its cleanup after reporting costs us nothing.
     """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    try:
+        read_end, write_end = os.pipe()
+    except OSError as exc:
+        raise Unavailable(f"{what}: cannot create a pipe ({exc.strerror})") from None
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        raise Unavailable(f"{what}: cannot fork ({exc.strerror})") from None
     if pid == 0:  # child: must never return into the caller
         code = 0
         try:
@@ -358,7 +386,10 @@ def _start_child(
             os.close(read_end)
             if not detach:
                 _reap(pid)
-        result = json.loads(line or b"{}")
+        try:
+            result = json.loads(line or b"{}")
+        except ValueError:
+            raise Unavailable(f"{what} child sent a cut-short report: {line[:80]!r}") from None
         if "unavailable" in result:
             raise Unavailable(result["unavailable"])
         if "crash" in result or not result:

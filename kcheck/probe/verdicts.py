@@ -142,6 +142,8 @@ def aio_ring_remap(obs: dict[str, Any]) -> Outcome:
             "EAGAIN": f"AIO context limit reached (fs.aio-max-nr={obs.get('aio_max_nr')})",
         }.get(setup_error, "")
         return Outcome(Status.FAIL, f"io_setup(16) failed with {setup_error}" + (f": {hint}" if hint else ""))
+    if obs.get("error"):
+        return Outcome(Status.UNKNOWN, f"AIO probe failed: {obs['error']}")
     context = obs.get("context")
     mappings = parse_maps(str(obs.get("maps", "")))
     ring = mapping_at(mappings, context) if isinstance(context, int) else None
@@ -169,7 +171,8 @@ def aio_reopen_enxio(obs: dict[str, Any]) -> Outcome:
     if obs.get("io_setup_errno"):
         return Outcome(Status.UNKNOWN, f"no AIO ring to reopen: io_setup failed with {obs['io_setup_errno']}")
     if "reopen_errno" not in obs:
-        return Outcome(Status.UNKNOWN, "the AIO ring could not be set up for the reopen test")
+        why = f": {obs['error']}" if obs.get("error") else ""
+        return Outcome(Status.UNKNOWN, f"the AIO ring could not be set up for the reopen test{why}")
     code = obs["reopen_errno"]
     if code == "ENXIO":
         return Outcome(Status.PASS, "reopening the AIO ring via /proc/self/map_files fails with ENXIO")

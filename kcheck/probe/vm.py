@@ -22,6 +22,7 @@ from kcheck.core.result import ExitCode, Report, report_from_dict
 from kcheck.errors import KcheckError
 
 CONSOLE_TAIL = 25
+BOOT_HEADER_OFFSET, BOOT_HEADER_MAGIC = 0x202, b"HdrS"
 # A KVM that cannot run here aborts within seconds ("failed to set MSR 0x10a") or hangs;
 # either way it gets this long before software emulation takes over.
 KVM_TRIAL_SECONDS = 45
@@ -72,6 +73,16 @@ def find_kernel_config(kernel: Path, explicit: Path | None) -> Path | None:
     if kernel.name.startswith("vmlinuz-"):
         candidates.append(kernel.parent / f"config-{kernel.name.removeprefix('vmlinuz-')}")
     return next((path for path in candidates if path.is_file()), None)
+
+
+def has_boot_header(kernel: Path) -> bool:
+    """x86 bzImage/vmlinuz carry "HdrS" at 0x202 (Documentation/arch/x86/boot.rst)."""
+    try:
+        with open(kernel, "rb") as image:
+            image.seek(BOOT_HEADER_OFFSET)
+            return image.read(4) == BOOT_HEADER_MAGIC
+    except OSError:
+        return False
 
 
 def kvm_usable() -> bool:
@@ -176,6 +187,11 @@ def _run(argv: list[str], timeout: float) -> tuple[str, bool]:
 def probe_in_vm(plan: BootPlan) -> Report:
     if not plan.kernel.is_file():
         raise KcheckError(f"--boot {plan.kernel}: no such kernel image; pass a bzImage or vmlinuz")
+    if not has_boot_header(plan.kernel):
+        raise KcheckError(
+            f"--boot {plan.kernel}: not a bootable x86 kernel image (no boot header); "
+            "pass arch/x86/boot/bzImage or /boot/vmlinuz-RELEASE"
+        )
     if plan.config is None:
         print(
             f"kcheck: warning: no config found for {plan.kernel}; cannot check it can boot in a VM "
