@@ -144,9 +144,10 @@ def test_dump_leave_running_and_default_directory_in_dry_run(host):
     maps = " ".join(f"--ext-mount-map {path}:{path}" for path in EXT_MOUNT_MAPS)
     assert done.stdout.splitlines() == [
         f"# create {images}",
+        # The manifest is written before the dump: afterwards the container may be gone.
+        f"# write the restore manifest {images}/kcheck-manifest.json",
         f"criu dump -t 4242 -D {images} -o dump.log -v4 --manage-cgroups --evasive-devices {maps} "
         "--leave-running",
-        f"# write the restore manifest {images}/kcheck-manifest.json",
     ]  # left running, the container is still docker's: no stale warning
     assert criu_runs(host) == []
     assert not Path(images).exists()
@@ -158,7 +159,7 @@ def test_dump_failure_exits_1_with_criu_stderr_and_writes_no_manifest(host, tmp_
     assert done.returncode == 1
     assert "Error (criu/cr-dump.c:1234): Dumping FAILED." in done.stderr
     assert f"see {tmp_path / 'cp' / 'kcheck' / 'dump.log'}" in done.stderr
-    assert not (tmp_path / "cp" / "kcheck" / "kcheck-manifest.json").exists()
+    assert sorted(p.name for p in (tmp_path / "cp" / "kcheck").iterdir()) == []  # no manifest, none pending
 
 
 @pytest.mark.parametrize(
@@ -378,3 +379,12 @@ def test_restore_when_the_layers_are_gone_is_bad_input(host, web, tmp_path):
     assert done.returncode == 3
     assert f"the layers of container web are gone ({web['GraphDriver']['Data']['UpperDir']})" in done.stderr
     assert "kcheck: run:" not in done.stderr
+
+
+def test_dir_that_is_a_file_is_bad_input_before_anything_runs(host, web, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    done = cr(host, "checkpoint", "web", "--engine", "external", "--dir", str(not_a_dir))
+    assert done.returncode == 3
+    assert f"--dir: {not_a_dir} is not a directory; pass another --dir" in done.stderr
+    assert criu_runs(host) == []

@@ -162,6 +162,7 @@ def checkpoint(req: Request) -> int:
         images = external.image_dir(req.directory, container, req.checkpoint_name)
         external.refuse_existing(images)
         engines.require_tool("criu")
+        external.check_image_dir(images)
         _preflight(req, external_cr=True)
         external.dump(manifest, images, req.leave_running, runner)
         if not req.leave_running:

@@ -167,17 +167,36 @@ def refuse_existing(images: Path) -> None:
         raise KcheckError(f"a checkpoint already exists in {images}; pick another --name or remove it")
 
 
+def check_image_dir(images: Path) -> None:
+    """Refuse (exit 3) an images directory that cannot be made, before anything runs."""
+    existing = next(path for path in (images, *images.parents) if path.exists())
+    if not existing.is_dir():
+        raise KcheckError(f"--dir: {existing} is not a directory; pass another --dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KcheckError(f"--dir: {existing} is not writable; pass a writable --dir")
+
+
 def dump(manifest: Manifest, images: Path, leave_running: bool, runner: Runner) -> None:
+    """criu dump, with the restore manifest written first: after the dump the container may be
+    gone, so nothing that can fail is left for after it (the rename cannot fail on one disk)."""
+    pending = images / f".{MANIFEST_NAME}.pending"
     runner.note(f"create {images}")
-    if not runner.dry_run:
-        images.mkdir(parents=True, exist_ok=True)
-    runner.run(dump_argv(manifest, images, leave_running), log=images / "dump.log")
     runner.note(f"write the restore manifest {images / MANIFEST_NAME}")
     if not runner.dry_run:
-        write_atomic(
-            images / MANIFEST_NAME,
-            json.dumps({"schema": MANIFEST_SCHEMA, **asdict(manifest)}, indent=2) + "\n",
-        )
+        try:
+            images.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KcheckError(
+                f"--dir: cannot create {images} ({exc.strerror}); pass a writable --dir"
+            ) from None
+        write_atomic(pending, json.dumps({"schema": MANIFEST_SCHEMA, **asdict(manifest)}, indent=2) + "\n")
+    try:
+        runner.run(dump_argv(manifest, images, leave_running), log=images / "dump.log")
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    if not runner.dry_run:
+        os.replace(pending, images / MANIFEST_NAME)
 
 
 def check_layers(manifest: Manifest) -> None:
