@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import git
@@ -362,3 +363,22 @@ def test_exit_code_missing_outranks_unknown_and_not_needed_counts_for_nothing():
     assert audit_exit_code([AuditStatus.UNKNOWN, AuditStatus.MISSING]) == ExitCode.NOT_READY
     assert audit_exit_code([AuditStatus.UNKNOWN, AuditStatus.ANCESTOR]) == ExitCode.UNDECIDED
     assert audit_exit_code([AuditStatus.NOT_NEEDED, AuditStatus.EQUIVALENT]) == ExitCode.READY
+
+
+def test_git_failing_mid_audit_is_one_line_not_a_traceback(repos, tmp_path):
+    """A blobless clone whose origin is gone cannot fetch the blobs patch-ids need."""
+    origin = tmp_path / "origin"
+    shutil.copytree(repos.distro, origin)
+    with git.Repo(origin) as served, served.config_writer() as config:
+        config.set_value("uploadpack", "allowFilter", "true")  # else a local clone ignores the filter
+    tree = tmp_path / "partial"
+    with git.Repo.clone_from(
+        origin.as_uri(), tree, multi_options=["--filter=blob:none", "--no-checkout"]
+    ) as clone:
+        clone.git.cat_file("blob", "HEAD:Makefile")  # fetched now: the tree still opens
+    shutil.rmtree(origin)
+    catalog = main_catalog(repos, tmp_path / "catalog")
+    done = run_kcheck("audit", str(tree), "--catalog", str(catalog), "--upstream", str(repos.upstream))
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"kcheck: error: {tree}: git failed during the audit: ")

@@ -320,12 +320,12 @@ def open_upstream(spec: str, tags: Iterable[str]) -> Iterator[git.Repo]:
         except git.GitCommandError as exc:
             raise KcheckError(
                 f"--upstream {spec}: cannot fetch tags {', '.join(sorted(set(tags)))}: "
-                f"{_git_reason(exc.stderr)}; pass a reachable URL or a local clone"
+                f"{git_reason(exc.stderr)}; pass a reachable URL or a local clone"
             ) from None
         yield repo
 
 
-def _git_reason(stderr: str) -> str:
+def git_reason(stderr: str) -> str:
     """The line of git's stderr that says what went wrong: its first fatal/error line."""
     # GitPython wraps it as "\n  stderr: '...'".
     lines = [line.strip().removeprefix("stderr:").strip(" '\"") for line in str(stderr).splitlines()]
@@ -436,7 +436,7 @@ def _is_ancestor(tree: KernelTree, sha: str) -> bool:
     except git.GitCommandError as exc:
         if exc.status == 1:
             return False
-        raise KcheckError(f"{tree.path}: git merge-base failed: {_git_reason(exc.stderr)}") from None
+        raise KcheckError(f"{tree.path}: git merge-base failed: {git_reason(exc.stderr)}") from None
     return True
 
 

@@ -193,8 +193,10 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_audit(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
+    import git
+
     from kcheck.errors import KcheckError
-    from kcheck.patchsets.audit import audit, open_tree, open_upstream
+    from kcheck.patchsets.audit import audit, git_reason, open_tree, open_upstream
 
     catalog = _load(args.catalog)
     unknown = [name for name in args.patchset if name not in catalog]
@@ -206,6 +208,9 @@ def run_audit(args: argparse.Namespace) -> int:
     tags = {c.tag for p in selected if p.needed_for(tree.release.version) for c in p.commits}
     upstream = open_upstream(args.upstream, tags) if args.upstream and tags else nullcontext()
     with tree.repo, upstream as upstream_repo:
-        report = audit(tree, selected, upstream_repo, args.upstream)
+        try:
+            report = audit(tree, selected, upstream_repo, args.upstream)
+        except git.GitCommandError as exc:  # e.g. a partial clone that cannot fetch objects offline
+            raise KcheckError(f"{args.tree}: git failed during the audit: {git_reason(exc.stderr)}") from None
     sys.stdout.write(report.to_json() if args.format == "json" else report.to_text())
     return int(report.exit_code)
