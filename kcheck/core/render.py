@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kcheck import __version__
 from kcheck.core.result import SCHEMA, CheckResult, Report, Status
@@ -42,6 +42,17 @@ def _headline(report: Report) -> str:
     return text
 
 
+def align_columns(rows: Sequence[Sequence[str]]) -> tuple[list[str], int]:
+    """Plain-text table: every column but the last padded to its widest cell. Also returns
+    the last column's indent, for continuation lines under it."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    ]
+    return lines, sum(widths) + 2 * len(widths)
+
+
 def render_text(report: Report, color: bool = False) -> str:
     if color:
         return _render_rich(report)
@@ -49,14 +60,12 @@ def render_text(report: Report, color: bool = False) -> str:
     rows += [
         (_label(c), c.id, "yes" if c.required else "no", str(c.evidence), c.detail) for c in report.checks
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [_headline(report), ""]
-    for row, check in zip(rows, [None, *report.checks], strict=True):
-        lines.append(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
-        )
-        if check is not None and check.remedy:
-            lines.append(" " * (sum(widths) + 8) + f"fix: {check.remedy}")
+    table, indent = align_columns(rows)
+    lines = [_headline(report), "", table[0]]
+    for line, check in zip(table[1:], report.checks, strict=True):
+        lines.append(line)
+        if check.remedy:
+            lines.append(" " * indent + f"fix: {check.remedy}")
     lines += ["", f"verdict: {report.verdict} (exit {int(report.exit_code)}): {_summary(report)}"]
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import git
 
 from kcheck.core.release import KernelRelease, version_from_makefile
+from kcheck.core.render import align_columns
 from kcheck.core.result import ExitCode
 from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import Commit, Patchset
@@ -184,15 +185,11 @@ class AuditReport:
     def to_text(self) -> str:
         header = ("PATCHSET", "COMMIT", "STATUS", "EVIDENCE")
         rows = [(f.patchset, f.commit.sha[:12], f.status.value, f.evidence) for f in self.findings]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
         lines = [
             f"kcheck audit: {self.tree} at {self.rev} ({self.head[:12]}), kernel {self.release.raw}",
             "",
+            *align_columns([header, *rows])[0],
         ]
-        for row in [header, *rows]:
-            lines.append(
-                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3]
-            )
         statuses = [f.status for f in self.findings]
         present = sum(status in PRESENT for status in statuses)
         missing = statuses.count(AuditStatus.MISSING)

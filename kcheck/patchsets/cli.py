@@ -106,6 +106,8 @@ def _json(data: dict) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from kcheck.core.render import align_columns
+
     catalog = _load(args.catalog)
     if args.format == "json":
         sys.stdout.write(
@@ -116,16 +118,7 @@ def run_list(args: argparse.Namespace) -> int:
     rows += [
         (p.name, p.range_text, str(len(p.commits)), ", ".join(p.fixes), p.summary) for p in catalog.values()
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    sys.stdout.write(
-        "".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[4]
-            + "\n"
-            for row in rows
-        )
-    )
+    sys.stdout.write("".join(f"{line}\n" for line in align_columns(rows)[0]))
     return 0
 
 
