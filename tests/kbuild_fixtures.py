@@ -61,8 +61,12 @@ def cached_linux_source_repo(tarball: Path = LINUX_SOURCE_TARBALL, cache: Path =
     """
     repo = cache / LINUX_SOURCE_REPO_NAME
     key = _tarball_key(tarball)
+    marker = repo / ".git" / _CACHE_KEY_FILE
+    # The marker is written before the tree is renamed into place: where it is, the tree is
+    # complete, so a filled cache is reused without waiting for the lock (others hold it long).
+    if marker.is_file() and marker.read_text() == key:
+        return repo
     with _cache_lock(cache):
-        marker = repo / ".git" / _CACHE_KEY_FILE
         if marker.is_file() and marker.read_text() == key:
             return repo
         shutil.rmtree(repo, ignore_errors=True)
@@ -108,6 +112,8 @@ def linux_tinyconfig(cache: Path = KERNEL_TEST_CACHE) -> Path:
     """The .config the tree's own `make tinyconfig` writes, made once beside the cached tree."""
     source = cached_linux_source_repo(cache=cache)
     config = cache / "tinyconfig-6.1"
+    if config.is_file():  # renamed into place complete
+        return config
     with _cache_lock(cache):
         if not config.is_file():
             with tempfile.TemporaryDirectory(prefix="tinyconfig-", dir=cache) as objects:

@@ -292,6 +292,36 @@ def test_kill_9_during_fetch_then_rerun_converges(tmp_path):
     assert not marked_processes(kernel.root / "work")
 
 
+def test_kill_9_between_two_picks_then_rerun_goes_on_on_the_same_branch(kernel):
+    hooks = kernel.tree(".git/hooks")
+    # A real post-commit hook (cherry-pick runs it) that stalls after the second pick.
+    (hooks / "post-commit").write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {kernel.root}/commits\n"
+        f"if [ $(wc -l < {kernel.root}/commits) = 2 ]; then touch {kernel.root}/stalled; sleep 60; fi\n"
+    )
+    (hooks / "post-commit").chmod(0o755)
+    run = start_build(kernel)
+    wait_for(lambda: (kernel.root / "stalled").exists(), what="the second pick's hook")
+    kill_run(run)
+    assert len(picked(kernel)) == 2  # committed, though the state file only knows the first
+
+    again = build(kernel)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "[pick] resuming on kcheck/" in again.stdout
+    assert [sha for _, sha in picked(kernel)] == [
+        kernel.shas[role] for role in ("aio_enxio", "aio_remap", "ovl_path")
+    ]
+    with kernel.repo() as repo:
+        assert len([h for h in repo.heads if h.name.startswith("kcheck/")]) == 1
+    meta = workdir_json(kernel, "metadata.json")
+    assert (meta["source"]["branch"], meta["source"]["commit"]) == ("main", kernel.base)
+    aborted = run_kcheck("build-kernel", "--abort", "--workdir", str(kernel.root / "work"))
+    assert aborted.returncode == 0, aborted.stderr
+    with kernel.repo() as repo:
+        assert repo.active_branch.name == "main" and repo.head.commit.hexsha == kernel.base
+
+
 def test_kill_9_during_build_then_rerun_stops_the_leftover_make_and_converges(kernel):
     run = start_build(kernel, env={"FAKE_BUILD_SECONDS": "60"})
     wait_for(lambda: kernel.tree("arch/x86/boot/.building").exists(), what="the image rule to start")

@@ -16,6 +16,7 @@ import git
 from kcheck.build import plan, preflight, runner
 from kcheck.build.gitops import TreeGit
 from kcheck.build.options import (
+    DEFAULT_LOCALVERSION,
     DEFAULT_UPSTREAM,
     BuildOptions,
     default_targets,
@@ -81,7 +82,7 @@ def options_from(given: dict[str, Any]) -> BuildOptions:
         config=config_option(given.get("config", "running")),
         localmodconfig=given.get("localmodconfig", False),
         settings=tuple(parse_setting(text) for text in given.get("settings", ())),
-        localversion=given.get("localversion", "-kcheck"),
+        localversion=given.get("localversion", DEFAULT_LOCALVERSION),
         jobs=len(os.sched_getaffinity(0)) if given.get("jobs") is None else given["jobs"],
         targets=targets or default_targets(),
         cc_wrapper=given.get("cc_wrapper"),

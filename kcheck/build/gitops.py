@@ -110,9 +110,7 @@ def _has_identity(repo: git.Repo) -> bool:
     return True
 
 
-def clone_argv(
-    url: str, dest: Path, branch: str | None, reference: Path | None, blob_filter: bool
-) -> list[str]:
+def clone_options(branch: str | None, reference: Path | None, blob_filter: bool) -> list[str]:
     """The options of the clone; `git clone OPTIONS URL DEST` is the command."""
     options = ["--filter=blob:none"] if blob_filter else []
     if branch:

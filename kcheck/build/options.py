@@ -6,7 +6,6 @@ before any work starts.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, fields
@@ -188,8 +187,3 @@ class BuildOptions:
                 value = tuple(value)
             values[field.name] = value
         return cls(**values)
-
-    def fingerprint(self, *names: str) -> str:
-        """The JSON of some options: a stage is redone when the options it used change."""
-        data = self.to_json()
-        return json.dumps({name: data[name] for name in names}, sort_keys=True)

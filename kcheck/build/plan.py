@@ -39,10 +39,6 @@ class Selection:
         """Missing commits in catalog order; unknown ones too (the fetch decides them)."""
         return [f for f in self.findings if f.status in (AuditStatus.MISSING, AuditStatus.UNKNOWN)]
 
-    @property
-    def names(self) -> list[str]:
-        return [p.name for p in self.patchsets]
-
 
 def select_patchsets(
     catalog: dict[str, Patchset], version: KernelVersion, forced: tuple[str, ...]

@@ -28,7 +28,7 @@ from kcheck.build.state import BuildState, Stage, StageStatus
 from kcheck.core.output import write_atomic
 from kcheck.core.procparse import parse_kconfig
 from kcheck.errors import KcheckError
-from kcheck.patchsets.audit import AuditStatus
+from kcheck.patchsets.audit import AuditStatus, Finding
 from kcheck.patchsets.catalog import Patchset
 
 CLONE_DIR = "linux"
@@ -123,7 +123,7 @@ def clone_stage(run: Run) -> None:
     if done and (run.tree / ".git").is_dir():
         run.say(f"[clone] done in a previous run: {run.tree}")
         return
-    argv = gitops.clone_argv(options.repo, run.tree, options.branch, options.reference, options.blob_filter)
+    argv = gitops.clone_options(options.branch, options.reference, options.blob_filter)
     with run.progress.stage("clone", f"git clone {options.repo}"):
         run.state.start(Stage.CLONE, inputs)
         shutil.rmtree(run.tree, ignore_errors=True)  # a clone a killed run left half-done
@@ -141,9 +141,14 @@ def pick_inputs(run: Run, patchsets: list[Patchset]) -> dict[str, Any]:
 
 
 def fetch_and_pick(run: Run, tree: TreeGit) -> None:
-    pick = run.state.get(Stage.PICK)
-    if pick is not None and pick.status == StageStatus.RUNNING and tree.picking():
-        tree.run("cherry-pick", "--abort")  # a killed run's pick in flight; it is redone below
+    interrupted = run.state.get(Stage.PICK)
+    if interrupted is not None and interrupted.status == StageStatus.RUNNING:
+        if tree.picking():
+            tree.run("cherry-pick", "--abort")  # a killed run's pick in flight; it is redone below
+        if interrupted.outputs.get("branch") != tree.current_branch():
+            interrupted = None  # killed before its branch was checked out: start afresh
+    else:
+        interrupted = None
     release, head, patchsets = plan.selected(run.tree, run.catalog, run.options.patchsets)
     inputs = pick_inputs(run, patchsets)
     done = run.state.done_with(Stage.PICK, inputs)
@@ -174,25 +179,37 @@ def fetch_and_pick(run: Run, tree: TreeGit) -> None:
             f"catalog commit {missing.sha} ({missing.subject!r}) is not in {run.upstream} "
             f"(looked by SHA, or under tag {missing.tag}); pass the right --upstream or fix the catalog"
         )
-    original = {"original_branch": tree.current_branch(), "original_commit": head}
-    run.state.start(
-        Stage.PICK, inputs, {**original, "branch": None, "picked": [], "present": present(selection)}
-    )
-    for finding in selection.present:
+    if interrupted is not None:  # go on where the killed run was, on its branch
+        outputs = {
+            key: interrupted.outputs[key]
+            for key in ("original_branch", "original_commit", "branch", "picked")
+        }
+        run.say(f"[pick] resuming on {outputs['branch']}: {len(outputs['picked'])} commit(s) picked before")
+    else:
+        outputs = {
+            "original_branch": tree.current_branch(),
+            "original_commit": head,
+            "branch": None,
+            "picked": [],
+        }
+    done_shas = {item["sha"] for item in outputs["picked"]}
+    already = [f for f in selection.present if f.upstream_sha not in done_shas]
+    run.state.start(Stage.PICK, inputs, {**outputs, "present": present(already)})
+    for finding in already:
         run.say(f"[pick] skip {finding.commit.sha[:12]} {finding.commit.subject!r}: {finding.status.value}")
     pending = [
         {"patchset": f.patchset, "sha": f.upstream_sha, "subject": f.commit.subject}
         for f in selection.to_pick
     ]
-    if pending:
+    if pending and outputs["branch"] is None:
         with_picks = list(dict.fromkeys(item["patchset"] for item in pending))
         branch = gitops.unique_branch(tree, plan.branch_name(with_picks))
+        run.state.update(Stage.PICK, branch=branch)  # first, so --abort knows it even after a kill
         tree.run("checkout", "-b", branch)
-        run.state.update(Stage.PICK, branch=branch)
     pick_commits(run, tree, pending)
 
 
-def present(selection: plan.Selection) -> list[dict[str, Any]]:
+def present(findings: list[Finding]) -> list[dict[str, Any]]:
     return [
         {
             "patchset": f.patchset,
@@ -202,7 +219,7 @@ def present(selection: plan.Selection) -> list[dict[str, Any]]:
             "commit": f.match,
             "evidence": f.evidence,
         }
-        for f in selection.present
+        for f in findings
     ]
 
 
@@ -604,7 +621,7 @@ def dry_run(options: BuildOptions, catalog: dict[str, Patchset], upstream: str, 
     base = options.workdir / kbuild.BASE_CONFIG
     lines.append(f"# work dir {options.workdir}: state.json, {METADATA}, {REPRODUCER}, build.log")
     if options.repo is not None:
-        clone = gitops.clone_argv(options.repo, tree, options.branch, options.reference, options.blob_filter)
+        clone = gitops.clone_options(options.branch, options.reference, options.blob_filter)
         lines += [
             shell_line(["git", "clone", *clone, options.repo, str(tree)]),
             shell_line(["cd", str(tree)]),
