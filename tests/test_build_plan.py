@@ -151,6 +151,32 @@ def test_dry_run_without_a_source_uses_the_distro_mapping_or_asks_for_repo(kerne
         assert f"git clone --filter=blob:none {url} {tmp_path / 'w/linux'}" in done.stdout
 
 
+def test_dry_run_default_config_is_the_running_kernels(kernel, tmp_path):
+    args = [
+        "build-kernel",
+        "--tree",
+        str(kernel.distro),
+        "--catalog",
+        str(kernel.catalog),
+        "--dry-run",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--min-free",
+        "0",
+    ]
+    done = run_kcheck(*args)
+    release = os.uname().release
+    found = [p for p in (Path("/proc/config.gz"), Path(f"/boot/config-{release}")) if p.is_file()]
+    if found:
+        assert done.returncode == 0, done.stderr
+        assert f"# {tmp_path / 'w'}/base.config: the options of {found[0]}" in done.stdout
+    else:
+        assert (
+            done.returncode == 3
+            and f"--config running: no config for the running kernel {release}" in done.stderr
+        )
+
+
 # --- preflight refusals ---------------------------------------------------------------------------
 
 
@@ -264,6 +290,20 @@ def test_continue_and_abort_without_a_stopped_run(tmp_path):
         assert done.returncode == 3 and f"{flag}: no build state in" in done.stderr
 
 
+def test_a_catalog_subject_that_does_not_match_the_fetched_commit_stops_before_any_pick(kernel):
+    toml = kernel.catalog / "overlay-fix.toml"
+    toml.write_text(toml.read_text().replace("overlayfs: Make f_path", "overlayfs: Make g_path"))
+    done = build(kernel)
+    assert done.returncode == 3
+    assert (
+        f"resolves to {kernel.shas['ovl_path'][:12]}" in done.stderr
+        and "fix the sha or subject" in done.stderr
+    )
+    with kernel.repo() as repo:
+        assert repo.active_branch.name == "main" and repo.head.commit.hexsha == kernel.base
+    assert not kernel.tree(".config").exists()
+
+
 # --- install, reboot, ccache ------------------------------------------------------------------------
 
 
@@ -300,6 +340,16 @@ def test_install_records_the_build_and_never_reboots_without_confirmation(kernel
     assert confirmed.returncode == 0, confirmed.stderr
     assert "[install] done in a previous run" in confirmed.stdout
     assert (tmp_path / "reboots").read_text() == "systemctl reboot\n"
+
+
+def test_localmodconfig_and_settings_reach_the_config(kernel):
+    done = build(kernel, "--localmodconfig", "--set", "CONFIG_CHECKPOINT_RESTORE=y", "--localversion", "-lab")
+    assert done.returncode == 0, done.stderr
+    config = kernel.tree(".config").read_text()
+    assert "CONFIG_OVERLAY_FS=n" in config  # the fake tree's localmodconfig drops modules
+    assert "CONFIG_CHECKPOINT_RESTORE=y" in config and 'CONFIG_LOCALVERSION="-lab"' in config
+    assert workdir_json(kernel, "metadata.json")["release"] == "3.19.0-lab"
+    assert "yes '' | make" in (kernel.root / "work/build.log").read_text()
 
 
 def test_cc_wrapper_ccache_compiles_through_ccache(kernel, tmp_path):

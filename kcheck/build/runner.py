@@ -168,10 +168,11 @@ def fetch_and_pick(run: Run, tree: TreeGit) -> None:
             except StageFailed:
                 failing(run, Stage.FETCH)
                 raise
-        selection = plan.classify(run.tree, patchsets)
+        run.state.finish(Stage.FETCH)
+        selection = plan.classify(run.tree, patchsets)  # again, with the fetched objects
     else:
         run.say("[fetch] nothing to fetch: the tree has every commit it needs to decide and pick")
-    run.state.finish(Stage.FETCH)
+        run.state.finish(Stage.FETCH)
     unknown = [f for f in selection.findings if f.status == AuditStatus.UNKNOWN]
     if unknown:
         missing = unknown[0].commit
