@@ -343,7 +343,7 @@ def test_install_records_the_build_and_never_reboots_without_confirmation(kernel
 
 
 def test_localmodconfig_and_settings_reach_the_config(kernel):
-    done = build(kernel, "--localmodconfig", "--set", "CONFIG_CHECKPOINT_RESTORE=y", "--localversion", "-lab")
+    done = build(kernel, "--localmodconfig", "--set", "CONFIG_CHECKPOINT_RESTORE=y", "--localversion=-lab")
     assert done.returncode == 0, done.stderr
     config = kernel.tree(".config").read_text()
     assert "CONFIG_OVERLAY_FS=n" in config  # the fake tree's localmodconfig drops modules

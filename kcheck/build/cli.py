@@ -80,7 +80,11 @@ def register(jobs) -> None:
         metavar='CONFIG_X=y|m|n|"str"',
         help="set a config option before olddefconfig (repeatable)",
     )
-    config.add_argument("--localversion", metavar="SUFFIX", help="release suffix (default -kcheck)")
+    config.add_argument(
+        "--localversion",
+        metavar="SUFFIX",
+        help="release suffix (default -kcheck); write --localversion=-lab, as it starts with '-'",
+    )
     build = parser.add_argument_group("build")
     build.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel make jobs (default: nproc)")
     build.add_argument(
