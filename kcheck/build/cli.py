@@ -51,7 +51,7 @@ def register(jobs) -> None:
     )
     picks = parser.add_argument_group("fixes")
     picks.add_argument(
-        "--upstream", metavar="URL", help="where the fixes come from (default: torvalds/linux)"
+        "--upstream", metavar="URL", help="where the fixes come from (default: the catalog's, torvalds/linux)"
     )
     picks.add_argument(
         "--patchset",
@@ -105,7 +105,8 @@ def register(jobs) -> None:
     install.add_argument(
         "--install",
         action="store_true",
-        help="as root: make modules_install install, and record the build in /var/lib/kcheck/builds",
+        help="as root: make modules_install install, and record the build in /var/lib/kcheck/builds "
+        "($KCHECK_STATE_DIR/builds when set)",
     )
     install.add_argument(
         "--reboot", action="store_true", help="with --install: reboot into it after a confirmation"

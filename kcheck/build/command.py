@@ -15,6 +15,7 @@ import git
 
 from kcheck.build import plan, preflight, runner
 from kcheck.build.gitops import TreeGit
+from kcheck.build.kbuild import base_config_text, config_source
 from kcheck.build.options import (
     DEFAULT_LOCALVERSION,
     DEFAULT_UPSTREAM,
@@ -108,10 +109,7 @@ def saved_options(given: dict[str, Any]) -> BuildOptions:
     state = BuildState.load(workdir)
     if state is None:
         raise KcheckError(f"{flag}: no build state in {workdir}; pass the --workdir of the stopped run")
-    options = BuildOptions.from_json(state.options)
-    if "yes" in given:
-        options = BuildOptions.from_json({**state.options, "yes": True})
-    return options
+    return BuildOptions.from_json({**state.options, "yes": True} if "yes" in given else state.options)
 
 
 def load_build_catalog(options: BuildOptions) -> dict[str, Patchset]:
@@ -139,6 +137,7 @@ def check_before_work(options: BuildOptions, dry_run: bool, resuming: bool) -> t
     state = BuildState.load(options.workdir)
     if state is not None and not same_source(state, options):
         pick = state.get(Stage.PICK)
+        state = None  # another tree's run: this one starts afresh
         if pick is not None and pick.status == StageStatus.CONFLICT:
             raise KcheckError(
                 f"--workdir {options.workdir} holds a cherry-pick stopped on a conflict in "
@@ -146,9 +145,7 @@ def check_before_work(options: BuildOptions, dry_run: bool, resuming: bool) -> t
                 "or pass another --workdir"
             )
     if options.tree is not None or (tree / ".git").exists():
-        check_tree(tree, state if state is not None and same_source(state, options) else None, resuming)
-    from kcheck.build.kbuild import base_config_text, config_source
-
+        check_tree(tree, state, resuming)
     config_path = config_source(options.config, os.uname().release)
     base_config_text(config_path)
     places = {"--workdir": options.workdir}

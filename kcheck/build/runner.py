@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -645,6 +646,8 @@ def dry_run(options: BuildOptions, catalog: dict[str, Patchset], upstream: str, 
     lines += [command.shell() for command in commands]
     if options.install:
         lines.append(f"# then record the build in {records_dir()}/<release>.json")
+        if os.geteuid() != 0:
+            lines.append("# --install needs root: run the command itself as root")
     if options.reboot:
         confirm = "" if options.yes else "   # after a yes on the terminal"
         lines.append(shell_line(reboot_argv()) + confirm)
