@@ -27,12 +27,14 @@ def kcheck_argv() -> list[str]:
     return [script] if script else [sys.executable, "-m", "kcheck"]
 
 
-def run_kcheck(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run_kcheck(
+    *args: str, env: dict | None = None, timeout: float = 120, **kwargs
+) -> subprocess.CompletedProcess:
     """Run the installed kcheck with no colour and no inherited GitHub step summary."""
     full_env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     full_env.update({"NO_COLOR": "1", **(env or {})})
     return subprocess.run(
-        [*kcheck_argv(), *args], capture_output=True, text=True, env=full_env, timeout=120, **kwargs
+        [*kcheck_argv(), *args], capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs
     )
 
 
