@@ -336,6 +336,33 @@ def test_install_records_the_build_and_never_reboots_without_confirmation(kernel
     assert not (tmp_path / "reboots").exists()
     assert workdir_json(kernel, "metadata.json")["stages"]["install"]["status"] == "done"
 
+    # The record is what an offline probe of an image with this kernel trusts: lay the
+    # installed files out as an image root and gate it with the same catalog.
+    image = tmp_path / "image"
+    (image / "lib").mkdir(parents=True)
+    (image / "var/lib/kcheck").mkdir(parents=True)
+    (image / "boot").symlink_to(tmp_path / "boot")
+    (image / "lib/modules").symlink_to(tmp_path / "root/lib/modules")
+    (image / "var/lib/kcheck/builds").symlink_to(tmp_path / "state/builds")
+    gate = run_kcheck(
+        "probe",
+        "--root",
+        str(image),
+        "--catalog",
+        str(kernel.catalog),
+        "--format",
+        "json",
+        "--check",
+        "overlayfs.mnt_id",
+        "--check",
+        "aio.ring_remap",
+    )
+    checks = {c["id"]: c for c in json.loads(gate.stdout)["checks"]}
+    assert json.loads(gate.stdout)["kernel"]["release"] == "3.19.0-kcheck"
+    assert (checks["overlayfs.mnt_id"]["status"], checks["overlayfs.mnt_id"]["evidence"]) == ("pass", "tree")
+    assert "build record" in checks["overlayfs.mnt_id"]["detail"]
+    assert gate.returncode == 0, gate.stdout
+
     confirmed = build(kernel, "--install", "--reboot", "--yes", env=env, stdin=subprocess.DEVNULL)
     assert confirmed.returncode == 0, confirmed.stderr
     assert "[install] done in a previous run" in confirmed.stdout

@@ -138,3 +138,15 @@ def test_unknown_ids_are_bad_input(option):
 def test_require_and_ignore_same_id_is_bad_input():
     with pytest.raises(KcheckError, match="both --require and --ignore"):
         select_checks(require=["criu.check"], ignore=["criu.check"])
+
+
+def test_shipped_catalog_and_checks_name_the_same_patchsets():
+    """Each check's declared patchset is the one whose `fixes` lists it, and back."""
+    from kcheck.probe.checks import CHECKS
+    from kcheck.probe.engine import patchset_for
+
+    for spec in CHECKS:
+        found = patchset_for(spec, CATALOG)
+        assert (found.name if found else None) == spec.patchset, spec.id
+    for patchset in CATALOG.values():
+        assert {s.id for s in CHECKS if s.patchset == patchset.name} == set(patchset.fixes)

@@ -112,7 +112,18 @@ def test_build_record_is_the_strongest_evidence(tmp_path):
     root = make_image(tmp_path / "img", [OLD])
     record = root / f"var/lib/kcheck/builds/{OLD}.json"
     record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"release": OLD, "patchsets": ["overlayfs-mnt-id"], "commit": "ab" * 20}))
+    # The shape `kcheck build-kernel --install` writes (kcheck/build/runner.py write_build_record).
+    picked = {"patchset": "overlayfs-mnt-id", "upstream": "4bacc9c923", "sha": "cd" * 20}
+    record.write_text(
+        json.dumps(
+            {
+                "schema": "kcheck.build-record/1",
+                "release": OLD,
+                "commit": "ab" * 20,
+                "patchsets": [{"name": "overlayfs-mnt-id", "commits": [picked]}],
+            }
+        )
+    )
     changelog(root, OLD, ["nothing relevant"])
     done, report = probe("--root", str(root))
     mnt_id = checks(report)["overlayfs.mnt_id"]

@@ -108,12 +108,11 @@ def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext) -> Report:
 
 
 def _run_one(spec: CheckSpec, ctx: ProbeContext) -> CheckResult:
-    catalog = ctx.catalog
-    min_version = _fix_version(spec, catalog)
+    patchset = patchset_for(spec, ctx.catalog)
+    min_version = str(patchset.needed_below).removesuffix(".0") if patchset else spec.min_version
     if ctx.mode == "offline" and spec.evidence == Evidence.TOOL:
         outcome = Outcome(Status.SKIP, "offline: tools run only against a live kernel")
     elif ctx.mode == "offline" and spec.needs_live:
-        patchset = catalog.get(spec.patchset) if spec.patchset else None
         outcome = offline_fix(ctx.release, patchset, min_version, ctx.observe("image"))
     else:
         try:
@@ -124,7 +123,7 @@ def _run_one(spec: CheckSpec, ctx: ProbeContext) -> CheckResult:
             outcome = Outcome(Status.UNKNOWN, str(exc), unobservable=True)
         if outcome.unobservable:
             outcome = by_version(ctx.release, min_version, outcome.detail) or outcome
-    fix = Fix(spec.patchset, min_version) if (spec.patchset or min_version) else None
+    name = patchset.name if patchset else None
     return CheckResult(
         id=spec.id,
         title=spec.title,
@@ -132,33 +131,32 @@ def _run_one(spec: CheckSpec, ctx: ProbeContext) -> CheckResult:
         status=outcome.status,
         evidence=outcome.evidence or spec.evidence,
         detail=outcome.detail,
-        fix=fix,
-        remedy=_remedy(spec, outcome.status, min_version),
+        fix=Fix(name, min_version) if (name or min_version) else None,
+        remedy=_remedy(spec, outcome.status, name, min_version),
     )
+
+
+def patchset_for(spec: CheckSpec, catalog: Mapping[str, Patchset]) -> Patchset | None:
+    """The catalog patchset that fixes this check: the one whose `fixes` names it, so a
+    site catalog with its own names works; else the one the check itself names."""
+    named = [p for p in catalog.values() if spec.id in p.fixes]
+    return named[0] if named else catalog.get(spec.patchset or "")
 
 
 def _privilege_missing(spec: CheckSpec) -> str | None:
     return "needs root" if spec.needs_root and os.geteuid() != 0 else None
 
 
-def _fix_version(spec: CheckSpec, catalog: Mapping[str, Patchset]) -> str | None:
-    if spec.patchset and spec.patchset in catalog:
-        return str(catalog[spec.patchset].needed_below).removesuffix(".0")
-    return spec.min_version
-
-
-def _remedy(spec: CheckSpec, status: Status, min_version: str | None) -> str | None:
+def _remedy(spec: CheckSpec, status: Status, patchset: str | None, min_version: str | None) -> str | None:
     if status not in (Status.FAIL, Status.UNKNOWN):
         return None
     parts = []
     if not spec.required and spec.affects:
         parts.append(f"optional, affects {spec.affects}")
-    if spec.patchset:
-        parts.append(f"apply patchset {spec.patchset} (kcheck build-kernel --patchset {spec.patchset})")
+    if patchset:
+        parts.append(f"apply patchset {patchset} (kcheck build-kernel --patchset {patchset})")
     if min_version:
-        parts.append(
-            f"or run a kernel >= {min_version}" if spec.patchset else f"run a kernel >= {min_version}"
-        )
+        parts.append(f"or run a kernel >= {min_version}" if patchset else f"run a kernel >= {min_version}")
     if spec.remedy:
         parts.append(spec.remedy)
     return "; ".join(parts) or None
