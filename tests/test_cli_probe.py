@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import requires_root, run_kcheck
+from conftest import kcheck_argv, requires_root, run_kcheck
 
 FIXED_CONFIG = "CONFIG_CHECKPOINT_RESTORE=y\nCONFIG_NAMESPACES=y\n# CONFIG_TUN is not set\n"
 
@@ -153,3 +154,21 @@ def test_output_file_is_world_readable_for_collectors(tmp_path):
     done = run_kcheck("probe", "--check", "kernel.release", "--format", "prometheus", "--output", str(target))
     assert done.returncode == 0
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_closed_pipe_ends_quietly():
+    """`kcheck probe | head -0`: the reader is gone before kcheck writes; no traceback, 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [*kcheck_argv(), "probe", "--check", "kernel.release", "--format", "json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import kcheck_argv, requires_root, run_kcheck
 
+from kcheck.probe.observe import SCRATCH_DIR_NAME
+
 LIVE_IDS = {
     "overlayfs.mnt_id",
     "overlayfs.fd_path",
@@ -29,10 +31,10 @@ pytestmark = requires_root
 def host_state() -> tuple[list[str], list[str]]:
     """The host's mount table (ids included) and what kcheck could have left in /tmp.
 
-    Other processes (pip, the test runner) may add to /tmp meanwhile, so /tmp is compared
-    on what the probe would leave: its scratch directory and anything named kcheck.
+    Other processes (pip, the test runner, a VM test's exchange dir) may add to /tmp
+    meanwhile, so /tmp is compared on what the probe would leave: its scratch directory.
     """
-    leftovers = sorted(name for name in os.listdir("/tmp") if "kcheck" in name)
+    leftovers = sorted(name for name in os.listdir("/tmp") if name == SCRATCH_DIR_NAME)
     return Path("/proc/self/mountinfo").read_text().splitlines(), leftovers
 
 

@@ -7,6 +7,7 @@ later runs of the suite reuse it. The first build takes about 12 minutes here.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_kcheck
-from kbuild_fixtures import KERNEL_TEST_CACHE, _cache_lock, cached_linux_source_repo
+from kbuild_fixtures import KERNEL_TEST_CACHE, cached_linux_source_repo
 
 from kcheck.core.procparse import parse_kconfig
 from kcheck.core.render import report_dict
@@ -62,7 +63,9 @@ def vm_kernel() -> Path:
     key = f"{(source / '.git' / 'kcheck-cache-key').read_text()}{' '.join(CONFIG_ITEMS)}\n"
     image = VM_BUILD / "arch/x86/boot/bzImage"
     marker = VM_BUILD / "kcheck-built-from"
-    with _cache_lock(KERNEL_TEST_CACHE):
+    VM_BUILD.parent.mkdir(parents=True, exist_ok=True)
+    with open(VM_BUILD.parent / ".vm-kernel.lock", "w") as lock:  # its own: not the source cache's
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.is_file() and marker.read_text() == key and image.is_file():
             return image
         shutil.rmtree(VM_BUILD, ignore_errors=True)

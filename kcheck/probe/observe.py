@@ -33,6 +33,7 @@ RUNNING_CONFIG = Path("/proc/config.gz")
 # Where the overlay child mounts its private tmpfs: hidden from the host by the
 # child's own mount namespace, so nothing is ever created in the host's /tmp.
 SCRATCH_CANDIDATES = ("/tmp", "/run", "/mnt", "/var/tmp")
+SCRATCH_DIR_NAME = "kcheck"  # the layers: /tmp/kcheck/{lower,upper,work,merged}
 PRIVILEGE_ERRNOS = {errno.EPERM, errno.EACCES}
 # Debugging aid: keep the overlay probe's mounts alive this many seconds, so an admin
 # can inspect them with `nsenter -t CHILD_PID -m`. The timeout still applies.
@@ -445,7 +446,7 @@ def _overlay_child() -> dict[str, Any]:
     try:
         syscalls.mount("kcheck", scratch, "tmpfs", 0, "size=4m,mode=0700")
         stage = "prepare layers"
-        base = os.path.join(scratch, "kcheck")
+        base = os.path.join(scratch, SCRATCH_DIR_NAME)
         lower, upper, work, merged = (os.path.join(base, d) for d in ("lower", "upper", "work", "merged"))
         for directory in (lower, upper, work, merged):
             os.makedirs(directory)
