@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 import git
 from conftest import kcheck_argv, run_kcheck
 from gitrepos import catalog_commit, commit, init_repo, patchset, write_catalog
+
+from kcheck.probe.checks import CONFIG_OPTIONS
 
 LINUX_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 # Shared by every test run on the machine; KCHECK_TEST_CACHE moves it.
@@ -225,6 +228,7 @@ arch/x86/boot/bzImage: $(OBJS)
 	cat $(OBJS) > $@.tmp
 	strings init/version.o | grep 'Linux version' >> $@.tmp
 	mv $@.tmp $@
+	$(if $(FAKE_BOOTABLE_IMAGE),cp $(FAKE_BOOTABLE_IMAGE) $@)
 
 modules: fs/overlayfs/overlay.ko
 fs/overlayfs/overlay.ko: fs/overlayfs/inode.o
@@ -455,3 +459,49 @@ def kernelrelease(kernel: FakeKernel) -> str:
 def kcheck_refs(kernel: FakeKernel) -> list[str]:
     with kernel.repo() as repo:
         return sorted(repo.git.for_each_ref("--format=%(refname)").split())
+
+
+# --- the VM boot tests' kernel ------------------------------------------------------------
+
+VM_BUILD = KERNEL_TEST_CACHE / "vm-kernel-6.1"
+# The probe's config options, so the guest is judged ready, and /proc/config.gz for it.
+VM_CONFIG_ITEMS = [f"CONFIG_{option}=y" for option, _, _ in CONFIG_OPTIONS] + [
+    "CONFIG_IKCONFIG=y",
+    "CONFIG_IKCONFIG_PROC=y",
+]
+
+
+def vng() -> str:
+    """virtme-ng from the test extra, beside this interpreter."""
+    return str(Path(sys.executable).parent / "vng")
+
+
+def cached_vm_kernel() -> Path:
+    """arch/x86/boot/bzImage of Debian's 6.1 configured by `vng --kconfig` (plus the options
+    CRIU needs), built out of the cached source tree once, then reused by later runs."""
+    source = cached_linux_source_repo()
+    key = f"{(source / '.git' / 'kcheck-cache-key').read_text()}{' '.join(VM_CONFIG_ITEMS)}\n"
+    image = VM_BUILD / "arch/x86/boot/bzImage"
+    marker = VM_BUILD / "kcheck-built-from"
+    VM_BUILD.parent.mkdir(parents=True, exist_ok=True)
+    with open(VM_BUILD.parent / ".vm-kernel.lock", "w") as lock:  # its own: not the source cache's
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and marker.read_text() == key and image.is_file():
+            return image
+        shutil.rmtree(VM_BUILD, ignore_errors=True)
+        VM_BUILD.mkdir(parents=True)
+        items = [arg for item in VM_CONFIG_ITEMS for arg in ("--configitem", item)]
+        env = {**os.environ, "PATH": f"{Path(vng()).parent}{os.pathsep}{os.environ['PATH']}"}
+        log = VM_BUILD / "build.log"
+        with open(log, "w") as out:
+            steps = [
+                [vng(), "--kconfig", *items, f"O={VM_BUILD}"],
+                ["make", "-C", str(source), f"O={VM_BUILD}", f"-j{os.cpu_count() or 2}", "bzImage"],
+            ]
+            for argv in steps:
+                done = subprocess.run(argv, cwd=source, stdout=out, stderr=subprocess.STDOUT, env=env)
+                if done.returncode != 0:
+                    tail = log.read_text().splitlines()[-30:]
+                    raise AssertionError(f"{argv} failed; last lines of {log}:\n" + "\n".join(tail))
+        marker.write_text(key)
+    return image

@@ -7,23 +7,17 @@ later runs of the suite reuse it. The first build takes about 12 minutes here.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_kcheck
-from kbuild_fixtures import KERNEL_TEST_CACHE, cached_linux_source_repo
+from kbuild_fixtures import cached_vm_kernel
 
 from kcheck.core.procparse import parse_kconfig
 from kcheck.core.render import report_dict
 from kcheck.core.result import report_from_dict
-from kcheck.probe.checks import CONFIG_OPTIONS
 from kcheck.probe.vm import (
     BootPlan,
     console_summary,
@@ -34,12 +28,6 @@ from kcheck.probe.vm import (
     stage_inputs,
 )
 
-VM_BUILD = KERNEL_TEST_CACHE / "vm-kernel-6.1"
-# The probe's config options, so the guest is judged ready, and /proc/config.gz for it.
-CONFIG_ITEMS = [f"CONFIG_{option}=y" for option, _, _ in CONFIG_OPTIONS] + [
-    "CONFIG_IKCONFIG=y",
-    "CONFIG_IKCONFIG_PROC=y",
-]
 # Debian's 6.1 has the maps bug (measured here, REFERENCE.md section 3): that one check fails
 # live, and it is optional, so the kernel is still ready.
 PASSING_LIVE_IDS = {
@@ -51,40 +39,9 @@ PASSING_LIVE_IDS = {
 }
 
 
-def vng() -> str:
-    """virtme-ng from the test extra, beside this interpreter."""
-    return str(Path(sys.executable).parent / "vng")
-
-
 @pytest.fixture(scope="session")
 def vm_kernel() -> Path:
-    """arch/x86/boot/bzImage of the vng-configured 6.1 build (built once, then reused)."""
-    source = cached_linux_source_repo()
-    key = f"{(source / '.git' / 'kcheck-cache-key').read_text()}{' '.join(CONFIG_ITEMS)}\n"
-    image = VM_BUILD / "arch/x86/boot/bzImage"
-    marker = VM_BUILD / "kcheck-built-from"
-    VM_BUILD.parent.mkdir(parents=True, exist_ok=True)
-    with open(VM_BUILD.parent / ".vm-kernel.lock", "w") as lock:  # its own: not the source cache's
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file() and marker.read_text() == key and image.is_file():
-            return image
-        shutil.rmtree(VM_BUILD, ignore_errors=True)
-        VM_BUILD.mkdir(parents=True)
-        items = [arg for item in CONFIG_ITEMS for arg in ("--configitem", item)]
-        env = {**os.environ, "PATH": f"{Path(vng()).parent}{os.pathsep}{os.environ['PATH']}"}
-        log = VM_BUILD / "build.log"
-        with open(log, "w") as out:
-            steps = [
-                [vng(), "--kconfig", *items, f"O={VM_BUILD}"],
-                ["make", "-C", str(source), f"O={VM_BUILD}", f"-j{os.cpu_count() or 2}", "bzImage"],
-            ]
-            for argv in steps:
-                done = subprocess.run(argv, cwd=source, stdout=out, stderr=subprocess.STDOUT, env=env)
-                if done.returncode != 0:
-                    tail = log.read_text().splitlines()[-30:]
-                    pytest.fail(f"{argv} failed; last lines of {log}:\n" + "\n".join(tail))
-        marker.write_text(key)
-    return image
+    return cached_vm_kernel()
 
 
 # --- pure parts ---------------------------------------------------------------------------
@@ -124,7 +81,9 @@ def test_guest_command_writes_the_report_where_the_host_reads_it(tmp_path):
     (catalog / "site.toml").write_text("name = 'site'\n")
     exchange = tmp_path / "exchange"
     exchange.mkdir()
-    plan = BootPlan(Path("/k/bzImage"), config, 60, (), ("--check=aio.*",), catalog=catalog)
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"kernel image")
+    plan = BootPlan(kernel, config, 60, (), ("--check=aio.*",), catalog=catalog)
     stage_inputs(plan, exchange)
     command = shlex.split(guest_command(plan, exchange))
     assert command[1:6] == ["-m", "kcheck", "probe", "--format", "json"]
@@ -133,6 +92,7 @@ def test_guest_command_writes_the_report_where_the_host_reads_it(tmp_path):
     assert command[command.index("--config") + 1] == str(exchange / "config")
     assert (exchange / "config").read_text() == "CONFIG_AIO=y\n"
     assert (exchange / "catalog/site.toml").is_file()
+    assert (exchange / "vmlinuz").read_bytes() == b"kernel image"  # booted away from its tree
     assert "--check=aio.*" in command
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kcheck.probe.cli import seconds
+
 SUPPRESS = argparse.SUPPRESS
 
 
@@ -100,6 +102,22 @@ def register(jobs) -> None:
         "--min-free",
         metavar="SIZE",
         help="refuse with less free disk than this in the work dir and tree (default 20G)",
+    )
+    verify = parser.add_argument_group("verify")
+    verify.add_argument(
+        "--verify",
+        action="store_true",
+        help="after the build, boot the new kernel under QEMU (virtme-ng) and run kcheck probe inside; "
+        "--install then refuses a kernel that is not ready",
+    )
+    verify.add_argument(
+        "--verify-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="limit for that boot and probe (default 300)",
+    )
+    verify.add_argument(
+        "--force", action="store_true", help="with --verify --install: install even if not ready"
     )
     install = parser.add_argument_group("install")
     install.add_argument(

@@ -91,6 +91,9 @@ def options_from(given: dict[str, Any]) -> BuildOptions:
         reboot=given.get("reboot", False),
         yes=given.get("yes", False),
         min_free=parse_size(given["min_free"]) if "min_free" in given else BuildOptions.min_free,
+        verify=given.get("verify", False),
+        verify_timeout=given.get("verify_timeout", BuildOptions.verify_timeout),
+        force=given.get("force", False),
     )
 
 

@@ -16,6 +16,7 @@ from kcheck.errors import KcheckError
 GIB = 1 << 30
 DEFAULT_MIN_FREE = 20 * GIB
 DEFAULT_LOCALVERSION = "-kcheck"
+DEFAULT_VERIFY_TIMEOUT = 300.0  # seconds to boot the new kernel and probe it
 DEFAULT_UPSTREAM = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
 CC_WRAPPERS = ("ccache", "distcc")
 # The image target `make` builds for each machine (`uname -m`); modules are added to it.
@@ -129,6 +130,9 @@ class BuildOptions:
     reboot: bool = False
     yes: bool = False
     min_free: int = DEFAULT_MIN_FREE
+    verify: bool = False
+    verify_timeout: float = DEFAULT_VERIFY_TIMEOUT
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.tree is not None and self.repo is not None:
@@ -144,6 +148,8 @@ class BuildOptions:
         ):
             if value is not None and not _PLAIN_ARG.match(value):
                 raise KcheckError(f"{option} {value!r}: must not start with '-' or contain spaces")
+        if self.force and not (self.verify and self.install):
+            raise KcheckError("--force only overrides --install's refusal after --verify; drop it")
         if self.reboot and not self.install:
             raise KcheckError("--reboot needs --install: kcheck reboots only into a kernel it installed")
         if self.jobs < 1:
@@ -178,7 +184,7 @@ class BuildOptions:
         paths = {"workdir", "tree", "reference", "catalog"}
         values = {}
         for field in fields(cls):
-            value = data[field.name]
+            value = data.get(field.name, field.default)  # state files from before a field existed
             if field.name in paths and value is not None:
                 value = Path(value)
             elif field.name == "settings":

@@ -37,6 +37,7 @@ METADATA = "metadata.json"
 REPRODUCER = "reproducer.sh"
 METADATA_SCHEMA = "kcheck.build/1"
 RECORD_SCHEMA = "kcheck.build-record/1"
+VERIFY_REPORT = "verify.json"  # the probe report from inside the booted kernel
 
 
 def tree_path(options: BuildOptions) -> Path:
@@ -94,6 +95,8 @@ def run_stages(run: Run, continuing: bool) -> None:
             fetch_and_pick(run, tree)
         config_stage(run, tree)
         build_stage(run, tree)
+        if run.options.verify:
+            verify_stage(run, tree)
         if run.options.install:
             install_stage(run, tree)
     print_next_steps(run)
@@ -307,7 +310,7 @@ def abort(run: Run) -> None:
         tag = outputs.get("tag")
         if tag and tag in [t.name for t in tree.repo.tags]:
             tree.run("tag", "--delete", tag)
-    run.state.drop(Stage.PICK, Stage.CONFIG, Stage.BUILD, Stage.INSTALL)
+    run.state.drop(Stage.PICK, Stage.CONFIG, Stage.BUILD, Stage.VERIFY, Stage.INSTALL)
     where = outputs["original_branch"] or "a detached HEAD"
     dropped = f"; deleted branch {outputs['branch']}" if outputs["branch"] else ""
     run.say(f"{run.tree} is back on {where} at {outputs['original_commit'][:12]}{dropped}")
@@ -394,7 +397,68 @@ def build_stage(run: Run, tree: TreeGit) -> None:
     write_records(run, tree, variables)
 
 
+def built_image(run: Run) -> Path | None:
+    """The kernel image the build made (arch/*/boot/<image target>), if any."""
+    for target in run.options.targets:
+        found = sorted(run.tree.glob(f"arch/*/boot/{target}"))
+        if found:
+            return found[0]
+    return None
+
+
+def verify_stage(run: Run, tree: TreeGit) -> None:
+    """Boot the new kernel under QEMU and probe it live inside, before it is installed."""
+    from kcheck.core.render import render_json
+    from kcheck.probe.vm import BootPlan, probe_in_vm
+
+    image = built_image(run)
+    config = run.outputs(Stage.CONFIG)
+    inputs = {"head": tree.head(), "config_sha256": config["config_sha256"], "image": str(image)}
+    if done := run.state.done_with(Stage.VERIFY, inputs):
+        run.say(f"[verify] done in a previous run: {done.outputs['verdict']}")
+        return
+    with run.progress.stage("verify", f"kcheck probe --boot {image}"):
+        run.state.start(Stage.VERIFY, inputs)
+        (run.workdir / VERIFY_REPORT).unlink(missing_ok=True)  # never show an older kernel's report
+        if image is None:
+            verdict, detail = "undecided", f"no kernel image among --targets {' '.join(run.options.targets)}"
+        else:
+            plan = BootPlan(image, run.tree / ".config", run.options.verify_timeout, (), ())
+            try:
+                report = probe_in_vm(plan)
+            except KcheckError as exc:  # cannot boot it, or it never reached the probe
+                verdict, detail = "undecided", str(exc)
+            else:
+                write_atomic(run.workdir / VERIFY_REPORT, render_json(report))
+                failing_ids = [c.id for c in report.checks if c.required and c.status != "pass"]
+                verdict = str(report.verdict)
+                detail = f"kernel {report.kernel.get('release')} booted; " + (
+                    f"not passing: {', '.join(failing_ids)}" if failing_ids else "every required check passes"
+                )
+        run.log.command(f"# verify: {verdict}: {detail}")
+        run.state.finish(Stage.VERIFY, verdict=verdict, detail=detail.splitlines()[0])
+    write_records(run, tree, make_variables(run, tree))
+    run.say(f"[verify] {verdict}: {detail}")
+
+
+def refuse_unverified(run: Run) -> None:
+    """--install after --verify installs only a kernel whose report is ready, unless --force."""
+    verified = run.outputs(Stage.VERIFY)
+    if not run.options.verify or verified.get("verdict") == "ready":
+        return
+    if run.options.force:
+        run.say(f"[install] WARNING: --force: installing a kernel verified {verified.get('verdict')}")
+        return
+    print(
+        f"kcheck: [install] refused: the verified kernel is {verified.get('verdict')} "
+        f"({verified.get('detail')}); fix it, or pass --force to install it anyway",
+        file=sys.stderr,
+    )
+    raise StageFailed("install refused: the verified kernel is not ready")
+
+
 def install_stage(run: Run, tree: TreeGit) -> None:
+    refuse_unverified(run)
     config = run.outputs(Stage.CONFIG)
     inputs = {"head": tree.head(), "config_sha256": config["config_sha256"], "release": config["release"]}
     if run.state.done_with(Stage.INSTALL, inputs):
@@ -499,6 +563,7 @@ def metadata(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> dict[str, A
             stage.value: {"status": record.status.value, "duration": record.duration}
             for stage, record in run.state.stages.items()
         },
+        "verify": run.outputs(Stage.VERIFY) or None,
         "tools": run.tools,
         "log": str(run.log.path),
         "reproducer": str(run.workdir / REPRODUCER),
@@ -581,6 +646,8 @@ def print_next_steps(run: Run) -> None:
     run.say(
         f"  metadata: {run.workdir / METADATA}; reproducer: {run.workdir / REPRODUCER}; log: {run.log.path}"
     )
+    if verified := run.outputs(Stage.VERIFY):
+        run.say(f"  verified in a VM: {verified['verdict']}; report: {run.workdir / VERIFY_REPORT}")
     run.say("Next steps:")
     if not run.options.install:
         run.say("  install it as root: rerun this command with --install (finished stages are skipped)")
@@ -644,6 +711,14 @@ def dry_run(options: BuildOptions, catalog: dict[str, Patchset], upstream: str, 
         modules = parse_kconfig(kbuild.base_config_text(config_path)).get("CONFIG_MODULES") == "y"
         commands += kbuild.install_commands(variables, modules)
     lines += [command.shell() for command in commands]
+    if options.verify:
+        image = f"{tree}/arch/*/boot/{options.targets[0]}"
+        lines.append(f"# verify: boot the new kernel and probe it inside, as: kcheck probe --boot {image}")
+        if options.install:
+            lines.append(
+                "# --install then refuses it unless its report is ready"
+                + (" (--force)" if options.force else "")
+            )
     if options.install:
         lines.append(f"# then record the build in {records_dir()}/<release>.json")
         if os.geteuid() != 0:

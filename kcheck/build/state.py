@@ -34,6 +34,7 @@ class Stage(StrEnum):
     PICK = "pick"
     CONFIG = "config"
     BUILD = "build"
+    VERIFY = "verify"  # --verify: boot the new kernel in a VM and probe it
     INSTALL = "install"
 
 

@@ -103,6 +103,7 @@ def _vng() -> str:
 
 
 REPORT_NAME = "report.json"
+BOOT_IMAGE_NAME = "vmlinuz"
 
 
 def guest_command(plan: BootPlan, exchange: Path) -> str:
@@ -121,7 +122,12 @@ def guest_command(plan: BootPlan, exchange: Path) -> str:
 
 
 def stage_inputs(plan: BootPlan, exchange: Path) -> None:
-    """Copy the inputs the guest probe reads into the shared exchange directory."""
+    """Copy the kernel and what the guest probe reads into the shared exchange directory.
+
+    Booted from beside a build tree, virtme-ng would pick up (and depmod) that tree's
+    modules; the copy boots alone, and the tree stays untouched.
+    """
+    shutil.copyfile(plan.kernel, exchange / BOOT_IMAGE_NAME)
     if plan.config is not None:
         shutil.copyfile(plan.config, exchange / "config")
     if plan.catalog is not None:
@@ -130,7 +136,8 @@ def stage_inputs(plan: BootPlan, exchange: Path) -> None:
 
 def vng_argv(vng: str, plan: BootPlan, kvm: bool, exchange: Path) -> list[str]:
     """virtme-ng, verbose so the console tells what happened when no report comes back."""
-    argv = [vng, "--verbose", "--run", str(plan.kernel), "--memory", "1G", "--cpus", "2", "--disable-microvm"]
+    kernel = exchange / BOOT_IMAGE_NAME
+    argv = [vng, "--verbose", "--run", str(kernel), "--memory", "1G", "--cpus", "2", "--disable-microvm"]
     argv += ["--rwdir", str(exchange)]
     if not kvm:
         argv.append("--disable-kvm")
