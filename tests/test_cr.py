@@ -334,3 +334,11 @@ def test_refusal_lists_only_required_checks_not_passing_with_their_remedy():
     ]
     assert "--skip-preflight" in lines[5]
     assert len(lines) == 6
+
+
+def test_preflight_reads_the_catalog_given(host, tmp_path):
+    """--catalog reaches the pre-flight: a broken one is bad input before any engine runs."""
+    done = cr(host, "checkpoint", "web", "--dry-run", "--catalog", str(tmp_path / "no-catalog"))
+    assert done.returncode == 3
+    assert f"{tmp_path / 'no-catalog'}: catalog directory not found; pass --catalog DIR" in done.stderr
+    assert changes(host, "docker") == []

@@ -31,6 +31,7 @@ class Request:
     dry_run: bool = False
     skip_preflight: bool = False
     config: Path | None = None
+    catalog: Path | None = None
     leave_running: bool = False
     export: Path | None = None
     import_file: Path | None = None
@@ -106,7 +107,7 @@ def _preflight(req: Request, external_cr: bool) -> None:
     if req.skip_preflight:
         warn_skipped(req.action)
     else:
-        run_preflight(req.action, external_cr, req.config)
+        run_preflight(req.action, external_cr, req.config, req.catalog)
 
 
 def _docker_ready(req: Request, runner: Runner) -> None:

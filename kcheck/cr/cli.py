@@ -100,6 +100,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="run without checking the kernel first (dangerous: the container can be lost)",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="kernel config for the pre-flight")
+    parser.add_argument(
+        "--catalog", type=Path, metavar="DIR", help="patchset catalog the pre-flight names fixes from"
+    )
 
 
 def _request(args: argparse.Namespace):

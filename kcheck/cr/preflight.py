@@ -16,7 +16,7 @@ from kcheck.cr.runner import Refused
 CRIU_CHECK = "criu.check"
 
 
-def run_preflight(action: str, external: bool, config: Path | None) -> None:
+def run_preflight(action: str, external: bool, config: Path | None, catalog: Path | None) -> None:
     """Probe the running kernel; refuse (exit 1) unless every required check passes.
 
     External C/R runs the installed criu itself, so `criu check` is required too.
@@ -24,7 +24,7 @@ def run_preflight(action: str, external: bool, config: Path | None) -> None:
     from kcheck.probe.engine import probe_setup, run_probe, select_checks
 
     specs = [spec for spec in select_checks(require=[CRIU_CHECK] if external else []) if spec.required]
-    report = run_probe(specs, probe_setup(config=config))
+    report = run_probe(specs, probe_setup(catalog, config))
     if report.verdict != Verdict.READY:
         raise Refused(refusal(action, report))
     print(
