@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from kcheck.errors import KcheckError
@@ -12,6 +11,8 @@ from kcheck.errors import KcheckError
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Write via an unpredictable temp file in the same directory, then rename: readers never
     see half a file, and a planted symlink cannot redirect a root-run kcheck's write."""
+    import tempfile  # not at module level: most runs print to stdout and never need it
+
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)

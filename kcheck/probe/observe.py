@@ -14,7 +14,6 @@ import select
 import shlex
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from kcheck.probe import DEFAULT_TIMEOUT, syscalls
 from kcheck.probe.image import observe_image
 
 if TYPE_CHECKING:
+    import subprocess
+
     from kcheck.patchsets.catalog import Patchset
 
 PAGE = 4096
@@ -221,6 +222,8 @@ def start_criu(ctx: ProbeContext) -> Finisher:
 
 
 def _start_tool(argv: list[str]) -> subprocess.Popen:
+    import subprocess  # only when a tool (criu) is installed: keeps the probe's start-up short
+
     try:
         return subprocess.Popen(
             argv,
@@ -235,6 +238,8 @@ def _start_tool(argv: list[str]) -> subprocess.Popen:
 
 
 def _finish_tool(process: subprocess.Popen, timeout: float) -> dict[str, Any]:
+    import subprocess
+
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 from functools import cache
 
 CLONE_NEWNS = 0x00020000
@@ -91,7 +90,7 @@ def mremap_fixed(old: int, length: int, new: int) -> int:
 
 
 def _aio_numbers() -> tuple[int, int, int]:
-    machine = platform.machine()
+    machine = os.uname().machine
     if machine not in _AIO_SYSCALLS:
         raise OSError(errno.ENOSYS, f"no AIO syscall numbers known for {machine}")
     return _AIO_SYSCALLS[machine]
