@@ -172,3 +172,39 @@ def test_closed_pipe_ends_quietly():
         os.close(write_end)
     assert done.stderr == ""
     assert done.returncode == 141
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_text_on_a_terminal_is_a_rich_table_unless_no_color(no_color):
+    import pty
+
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    if no_color:
+        env["NO_COLOR"] = "1"
+    try:
+        done = subprocess.run(
+            [*kcheck_argv(), "probe", "--check", "kernel.release"],
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+        )
+        os.close(secondary)
+        output = b""
+        while chunk := _read_pty(primary):
+            output += chunk
+    finally:
+        os.close(primary)
+    text = output.decode()
+    assert done.returncode == 0
+    assert "kernel.release" in text and "verdict" in text
+    assert ("\x1b[" in text) is not no_color
+    assert "┃" in text or "│" in text or "━" in text  # a rich table, not the plain layout
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO once the writer is gone
+        return b""

@@ -52,7 +52,7 @@ def test_schema_rejects_a_wrong_report():
 
 
 def test_text_plain_has_no_escape_codes_and_shows_fixes():
-    text = render.render_text(not_ready_report(), color=False)
+    text = render.render_text(not_ready_report())
     assert "\x1b[" not in text
     assert "FAIL    overlayfs.mnt_id" in text
     assert "fix: apply patchset overlayfs-mnt-id" in text
@@ -64,7 +64,7 @@ def test_text_marks_optional_failures_as_warnings():
 
 
 def test_text_rich_uses_colour():
-    text = render.render_text(not_ready_report(), color=True)
+    text = render.render_text(not_ready_report(), table=True, color=True)
     assert "\x1b[" in text and "overlayfs.mnt_id" in text
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,22 @@ def test_console_summary_keeps_the_panic_line():
     summary = console_summary("\n".join(console)).splitlines()
     assert summary[0] == console[0] and summary[1] == "..."
     assert summary[-1] == console[-1] and len(summary) == 27
+
+
+@pytest.mark.slow
+def test_boot_the_images_own_kernel(vm_kernel, tmp_path):
+    """--boot --root: the image's default kernel and its config-R, booted and probed live."""
+    from kbuild_fixtures import VM_BUILD
+
+    boot = tmp_path / "image/boot"
+    boot.mkdir(parents=True)
+    shutil.copyfile(vm_kernel, boot / "vmlinuz-6.1.192-node")
+    shutil.copyfile(VM_BUILD / ".config", boot / "config-6.1.192-node")
+    (boot / "vmlinuz").symlink_to("vmlinuz-6.1.192-node")
+    done = run_kcheck("probe", "--boot", "--root", str(tmp_path / "image"), "--format", "json", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["mode"] == "vm"
+    assert report["kernel"]["boot"]["kernel"] == str(boot / "vmlinuz-6.1.192-node")
+    config = {c["id"]: c for c in report["checks"]}["config.CHECKPOINT_RESTORE"]
+    assert config["detail"].endswith(str(boot / "config-6.1.192-node"))  # the image's, not the guest copy

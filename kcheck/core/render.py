@@ -53,9 +53,10 @@ def align_columns(rows: Sequence[Sequence[str]]) -> tuple[list[str], int]:
     return lines, sum(widths) + 2 * len(widths)
 
 
-def render_text(report: Report, color: bool = False) -> str:
-    if color:
-        return _render_rich(report)
+def render_text(report: Report, table: bool = False, color: bool = False) -> str:
+    """Plain aligned text; a rich table (for a terminal) with `table`, coloured with `color`."""
+    if table:
+        return _render_rich(report, color)
     rows = [("STATUS", "CHECK", "REQUIRED", "EVIDENCE", "DETAIL")]
     rows += [
         (_label(c), c.id, "yes" if c.required else "no", str(c.evidence), c.detail) for c in report.checks
@@ -70,7 +71,9 @@ def render_text(report: Report, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _render_rich(report: Report) -> str:
+def _render_rich(report: Report, color: bool) -> str:
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
 
@@ -89,7 +92,8 @@ def _render_rich(report: Report) -> str:
             detail,
         )
     verdict_style = {"ready": "bold green", "not-ready": "bold red", "undecided": "bold magenta"}
-    console = Console(force_terminal=True)
+    # Without colour rich still draws the table, with no escape codes at all.
+    console = Console(force_terminal=color, no_color=not color, width=shutil.get_terminal_size().columns)
     with console.capture() as capture:
         console.print(table)
         console.print(
@@ -130,11 +134,11 @@ def report_dict(report: Report) -> dict:
     }
 
 
-def render_json(report: Report, color: bool = False) -> str:
+def render_json(report: Report) -> str:
     return json.dumps(report_dict(report), indent=2) + "\n"
 
 
-def render_junit(report: Report, color: bool = False) -> str:
+def render_junit(report: Report) -> str:
     """One testcase per check: required FAIL is a failure, required UNKNOWN an error
     (the gate is undecided), and anything that does not decide the verdict is skipped."""
     import xml.etree.ElementTree as ET
@@ -174,7 +178,7 @@ def _prom_label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_prometheus(report: Report, color: bool = False) -> str:
+def render_prometheus(report: Report) -> str:
     release = _prom_label(report.kernel.get("release"))
     lines = [
         "# HELP kcheck_check_pass 1 when the kcheck probe check passed, else 0 (see status label).",
@@ -201,7 +205,7 @@ def render_prometheus(report: Report, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_npd(report: Report, color: bool = False) -> str:
+def render_npd(report: Report) -> str:
     """node-problem-detector: one line of at most 80 characters."""
     failed = [c.id for c in report.checks if c.required and c.status == Status.FAIL]
     undecided = [c.id for c in report.checks if c.required and c.status not in (Status.PASS, Status.FAIL)]
@@ -223,7 +227,7 @@ def _gh_escape(text: str, property_value: bool = False) -> str:
     return text
 
 
-def render_github(report: Report, color: bool = False) -> str:
+def render_github(report: Report) -> str:
     """Workflow commands: ::error for required failures, ::warning for the rest not passing."""
     lines = []
     for check in report.checks:
@@ -255,7 +259,7 @@ def github_step_summary(report: Report) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-FORMATS: dict[str, Callable[[Report, bool], str]] = {
+FORMATS: dict[str, Callable[[Report], str]] = {
     "text": render_text,
     "json": render_json,
     "junit": render_junit,

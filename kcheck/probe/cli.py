@@ -134,15 +134,13 @@ def run(args: argparse.Namespace) -> int:
 def _emit(args: argparse.Namespace, report) -> int:
     """Render the report as asked, to --output (atomically) or stdout; the exit code follows it."""
     from kcheck.core.output import append_text, write_atomic
-    from kcheck.core.render import FORMATS, github_step_summary
+    from kcheck.core.render import FORMATS, github_step_summary, render_text
 
-    color = (
-        args.format == "text"
-        and args.output is None
-        and sys.stdout.isatty()
-        and not os.environ.get("NO_COLOR")
-    )
-    text = FORMATS[args.format](report, color)
+    if args.format == "text":
+        terminal = args.output is None and sys.stdout.isatty()
+        text = render_text(report, table=terminal, color=terminal and not os.environ.get("NO_COLOR"))
+    else:
+        text = FORMATS[args.format](report)
     if args.output is not None:
         write_atomic(args.output, text)
     else:
