@@ -123,9 +123,28 @@ def test_criu_too_old_shows_first_error_verbatim():
     assert outcome.status == Status.FAIL
     assert "criu 3.17.1" in outcome.detail
     assert outcome.detail.endswith(
-        "criu check exit 1, before any check: criu is likely too old for this kernel: "
-        "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
+        "criu check exit 1, before any check (its kernel feature detection failed); this criu is too "
+        "old for the kernel: Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
     )
+
+
+def test_criu_failing_feature_detection_for_another_reason_is_not_called_too_old():
+    # Captured here: criu 3.17.1 run as root without CAP_SYS_ADMIN; its first real error is not
+    # the vDSO one, so nothing says "too old".
+    output = (
+        "Error (criu/util.c:642): exited, status=1\n"
+        "Error (criu/util.c:642): exited, status=1\n"
+        "Error (criu/net.c:3711): Unable create a network namespace: Operation not permitted\n"
+        "Warn  (criu/net.c:3767): NSID isn't reported for network links\n"
+        "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds\n"
+        "Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable\n"
+        "Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed when initializing kerndat.\n"
+        "Error (criu/crtools.c:260): Could not initialize kernel features detection.\n"
+    )
+    obs = {"installed": True, "version_output": "Version: 3.17.1\n", "returncode": 1, "output": output}
+    detail = verdicts.criu_check(obs).detail
+    assert "before any check (its kernel feature detection failed): Error (criu/net.c:3711)" in detail
+    assert "too old" not in detail
 
 
 def test_criu_other_failures_are_not_called_too_old():

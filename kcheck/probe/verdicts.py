@@ -231,13 +231,14 @@ def criu_check(obs: dict[str, Any]) -> Outcome:
     output = str(obs.get("output", ""))
     if obs.get("returncode") == 0:
         return Outcome(Status.PASS, f"criu {version}: criu check passed ({criu_first_error(output)})")
+    first = criu_first_error(output)
     # kerndat is criu's kernel feature detection: failing there means no check ran at all.
-    before_any_check = "kerndat" in output or "kernel features detection" in output
-    why = ", before any check: criu is likely too old for this kernel" if before_any_check else ""
-    return Outcome(
-        Status.FAIL,
-        f"criu {version}: criu check exit {obs.get('returncode')}{why}: {criu_first_error(output)}",
-    )
+    why = ""
+    if "kerndat" in output or "kernel features detection" in output:
+        why = ", before any check (its kernel feature detection failed)"
+        if "vdso" in first.lower():  # criu's vDSO parser predates the kernel's layout
+            why += "; this criu is too old for the kernel"
+    return Outcome(Status.FAIL, f"criu {version}: criu check exit {obs.get('returncode')}{why}: {first}")
 
 
 def kernel_release(obs: dict[str, Any]) -> Outcome:
