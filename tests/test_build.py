@@ -237,6 +237,45 @@ def test_continue_after_resolving_commits_with_the_trailer_and_finishes(tmp_path
     assert "resolved by hand" in (kernel.root / "work/reproducer.sh").read_text()
 
 
+def test_continue_after_the_pick_was_aborted_by_hand_is_refused_not_recorded_as_present(tmp_path):
+    kernel = build_fake_kernel(tmp_path, conflict=True)
+    assert build(kernel).returncode == 1
+    workdir = ["--workdir", str(kernel.root / "work")]
+    with kernel.repo() as repo:
+        repo.git.cherry_pick("--abort")
+    before = workdir_json(kernel, "state.json")
+
+    done = run_kcheck("build-kernel", "--continue", *workdir)
+    assert done.returncode == 3, done.stdout + done.stderr
+    ovl = kernel.shas["ovl_path"]
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("kcheck: error: ")
+    assert f"the pick of {ovl} was abandoned" in done.stderr
+    assert f"git cherry-pick -x {ovl}" in done.stderr and "--abort" in done.stderr
+    assert workdir_json(kernel, "state.json") == before
+    assert not kernel.tree("arch/x86/boot/bzImage").exists()
+    assert not (kernel.root / "work/metadata.json").exists()
+
+
+def test_continue_after_the_pick_was_committed_by_hand_records_that_commit(tmp_path):
+    kernel = build_fake_kernel(tmp_path, conflict=True)
+    assert build(kernel).returncode == 1
+    kernel.tree("fs/overlayfs/inode.c").write_text(
+        change_line(kernel.tree("fs/aio.c").read_text(), 0, "int merged = 1;")
+    )
+    with kernel.repo() as repo:
+        repo.git.add("fs/overlayfs/inode.c")
+        with repo.git.custom_environment(GIT_EDITOR="true"):
+            repo.git.cherry_pick("--continue")
+        by_hand = repo.head.commit.hexsha
+
+    done = run_kcheck("build-kernel", "--continue", "--workdir", str(kernel.root / "work"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    patches = workdir_json(kernel, "metadata.json")["patches"]
+    assert [(p["upstream_sha"], p["status"]) for p in patches][-1] == (kernel.shas["ovl_path"], "resolved")
+    assert patches[-1]["commit"] == by_hand
+    assert kernel.tree("arch/x86/boot/bzImage").exists()
+
+
 # --- interrupted runs ---------------------------------------------------------------------------
 
 

@@ -238,8 +238,12 @@ def cherry_pick(tree: TreeGit, sha: str) -> PickOutcome:
     return PickOutcome(tree.head())
 
 
-def continue_pick(tree: TreeGit) -> str | None:
-    """Commit the resolved cherry-pick with git's own -x message; the new SHA (None if empty)."""
+def continue_pick(tree: TreeGit, sha: str, head_before_conflict: str | None) -> str | None:
+    """Commit the resolved cherry-pick of `sha` with git's own -x message; the new SHA (None if empty).
+
+    With no cherry-pick in progress the user ended it by hand: a moved HEAD is their commit of
+    it; an unmoved one means it was aborted or skipped, so the fix is not in the tree.
+    """
     conflicts = tree.conflicted_files()
     if conflicts:
         raise KcheckError(
@@ -247,7 +251,12 @@ def continue_pick(tree: TreeGit) -> str | None:
             f"edit them, `git add` them, then rerun --continue"
         )
     if not tree.picking():
-        return None  # the user committed (or skipped) it already
+        if head_before_conflict is not None and tree.head() != head_before_conflict:
+            return tree.head()  # the user committed the resolution by hand
+        raise KcheckError(
+            f"--continue: the pick of {sha} was abandoned in {tree.path}; redo it with "
+            f"git cherry-pick -x {sha} and --continue, or --abort"
+        )
     if not tree.repo.git.diff("--cached", "--name-only"):
         tree.run("cherry-pick", "--skip")
         return None

@@ -243,6 +243,7 @@ def pick_commits(run: Run, tree: TreeGit, pending: list[dict[str, Any]]) -> None
                     StageStatus.CONFLICT,
                     pending=pending[index:],
                     conflicts=list(outcome.conflicts),
+                    head_before_conflict=tree.head(),  # --continue tells a commit by hand from an abort
                 )
                 print_conflict(run, item, outcome.conflicts)
                 raise StageFailed(
@@ -292,7 +293,7 @@ def continue_stage(run: Run, tree: TreeGit) -> None:
             f"--continue: no cherry-pick stopped on a conflict in {run.workdir}; run without --continue"
         )
     pending = pick.outputs["pending"]
-    new_sha = gitops.continue_pick(tree)
+    new_sha = gitops.continue_pick(tree, pending[0]["sha"], pick.outputs.get("head_before_conflict"))
     pick.status = StageStatus.RUNNING
     record_pick(run, pending[0], new_sha, "resolved")
     pick_commits(run, tree, pending[1:])
