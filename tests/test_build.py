@@ -256,6 +256,22 @@ def test_continue_after_the_pick_was_aborted_by_hand_is_refused_not_recorded_as_
     assert not (kernel.root / "work/metadata.json").exists()
 
 
+def test_another_tree_on_a_workdir_with_a_stopped_conflict_is_refused(tmp_path):
+    kernel = build_fake_kernel(tmp_path / "a", conflict=True)
+    assert build(kernel).returncode == 1
+    other = build_fake_kernel(tmp_path / "b")
+    before = workdir_json(kernel, "state.json")
+
+    done = build(other, workdir=kernel.root / "work")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("kcheck: error: ")
+    assert f"holds a cherry-pick stopped on a conflict in {kernel.distro}" in done.stderr
+    assert "--continue or --abort it first" in done.stderr
+    assert workdir_json(kernel, "state.json") == before
+    with other.repo() as repo:
+        assert repo.active_branch.name == "main" and repo.head.commit.hexsha == other.base
+
+
 def test_continue_after_the_pick_was_committed_by_hand_records_that_commit(tmp_path):
     kernel = build_fake_kernel(tmp_path, conflict=True)
     assert build(kernel).returncode == 1

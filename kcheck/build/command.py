@@ -140,13 +140,13 @@ def check_before_work(options: BuildOptions, dry_run: bool, resuming: bool) -> t
     state = BuildState.load(options.workdir)
     if state is not None and not same_source(state, options):
         pick = state.get(Stage.PICK)
-        state = None  # another tree's run: this one starts afresh
         if pick is not None and pick.status == StageStatus.CONFLICT:
             raise KcheckError(
                 f"--workdir {options.workdir} holds a cherry-pick stopped on a conflict in "
-                f"{state.options['tree'] or 'its clone'}; --continue or --abort it first, "
+                f"{state.options.get('tree') or 'its clone'}; --continue or --abort it first, "
                 "or pass another --workdir"
             )
+        state = None  # another tree's run: this one starts afresh
     if options.tree is not None or (tree / ".git").exists():
         check_tree(tree, state, resuming)
     config_path = config_source(options.config, os.uname().release)
