@@ -424,6 +424,42 @@ def test_a_second_run_on_the_same_workdir_is_refused_while_one_runs(kernel):
 # --- failures -----------------------------------------------------------------------------------
 
 
+def test_a_git_command_failing_mid_pick_is_a_failed_stage_not_a_traceback(kernel):
+    with kernel.repo() as repo:
+        repo.create_head("kcheck")  # so `git checkout -b kcheck/...` cannot create its ref
+    done = build(kernel)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "kcheck: stage pick failed" in done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("kcheck: error: git checkout -b kcheck/") and "failed: fatal:" in last
+    assert workdir_json(kernel, "state.json")["stages"]["pick"]["status"] == "failed"
+
+
+def test_abort_that_git_refuses_is_a_failed_stage_and_can_be_rerun(tmp_path):
+    kernel = build_fake_kernel(tmp_path, conflict=True)
+    assert build(kernel).returncode == 1
+    workdir = ["--workdir", str(kernel.root / "work")]
+    aio = kernel.tree("fs/aio.c")  # its fix is on kcheck's branch, not on main
+    with kernel.repo() as repo:
+        repo.git.cherry_pick("--abort")
+        aio.write_text(change_line(aio.read_text(), 0, "int local_edit = 1;"))
+
+    done = run_kcheck("build-kernel", "--abort", *workdir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("kcheck: error: git checkout --quiet main failed: error: Your local changes")
+    assert workdir_json(kernel, "state.json")["stages"]["pick"]["status"] == "conflict"
+
+    with kernel.repo() as repo:
+        repo.git.checkout("--", "fs/aio.c")
+    again = run_kcheck("build-kernel", "--abort", *workdir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    with kernel.repo() as repo:
+        assert repo.active_branch.name == "main" and repo.head.commit.hexsha == kernel.base
+
+
 def test_build_failure_exits_1_with_the_log_tail_then_a_fixed_rerun_finishes(kernel):
     done = build(kernel, "--targets", "bzImage,no-such-target")
     assert done.returncode == 1

@@ -16,6 +16,7 @@ import git
 from kcheck.build.progress import BuildLog, shell_line
 from kcheck.core.result import ExitCode
 from kcheck.errors import KcheckError
+from kcheck.patchsets.audit import git_reason
 from kcheck.patchsets.catalog import Commit
 
 REMOTE = "kcheck-upstream"
@@ -26,14 +27,6 @@ class StageFailed(KcheckError):
     """A stage could not finish (git or make failed): exit 1, the log says why."""
 
     exit_code = ExitCode.NOT_READY
-
-
-def git_reason(exc: git.GitCommandError) -> str:
-    """git's own words for a failure: its first fatal/error line."""
-    lines = [line.strip() for line in str(exc.stderr).splitlines()]
-    lines = [line.removeprefix("stderr:").strip(" '\"") for line in lines]
-    wanted = [line for line in lines if line.startswith(("fatal:", "error:"))] or [x for x in lines if x]
-    return wanted[0] if wanted else f"git exited {exc.status}"
 
 
 class TreeGit:
@@ -140,7 +133,7 @@ def clone(url: str, dest: Path, options: list[str], log: BuildLog) -> tuple[git.
     except git.GitCommandError as exc:
         log.write(str(exc.stderr))
         shutil.rmtree(dest, ignore_errors=True)
-        raise StageFailed(f"clone of {url} failed: {git_reason(exc)}") from None
+        raise StageFailed(f"clone of {url} failed: {git_reason(exc.stderr)}") from None
     log.write("\n".join(messages.other_lines))
     filtered = any(option.startswith("--filter=") for option in options)
     if filtered and any(IGNORED_FILTER in line for line in messages.other_lines):
@@ -214,7 +207,7 @@ def fetch(tree: TreeGit, url: str, plan: FetchPlan) -> None:
             f"--upstream {url}: refused an unsafe git transport; pass an https, ssh, git or file URL"
         ) from None
     except git.GitCommandError as exc:
-        raise StageFailed(f"fetch from {url} failed: {git_reason(exc)}") from None
+        raise StageFailed(f"fetch from {url} failed: {git_reason(exc.stderr)}") from None
 
 
 @dataclass(frozen=True)
@@ -234,7 +227,7 @@ def cherry_pick(tree: TreeGit, sha: str) -> PickOutcome:
         if tree.picking() and not tree.repo.git.diff("--cached", "--name-only"):
             tree.run("cherry-pick", "--skip")  # empty: the tree already carries the change
             return PickOutcome(None)
-        raise StageFailed(f"git cherry-pick -x {sha[:12]} failed: {git_reason(exc)}") from None
+        raise StageFailed(f"git cherry-pick -x {sha[:12]} failed: {git_reason(exc.stderr)}") from None
     return PickOutcome(tree.head())
 
 

@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from kcheck.build.state import BuildState, Stage, StageStatus
 from kcheck.core.output import write_atomic
 from kcheck.core.procparse import parse_kconfig
 from kcheck.errors import KcheckError
-from kcheck.patchsets.audit import AuditStatus, Finding
+from kcheck.patchsets.audit import AuditStatus, Finding, git_reason
 from kcheck.patchsets.catalog import Patchset
 
 CLONE_DIR = "linux"
@@ -88,7 +90,7 @@ def run_stages(run: Run, continuing: bool) -> None:
     if run.options.repo is not None:
         clone_stage(run)
     tree = TreeGit(git.Repo(run.tree), run.log)
-    with tree.repo:
+    with tree.repo, git_failures(run):
         if continuing:
             continue_stage(run, tree)
         else:
@@ -104,9 +106,25 @@ def run_stages(run: Run, continuing: bool) -> None:
         reboot(run)
 
 
+@contextmanager
+def git_failures(run: Run) -> Iterator[None]:
+    """A git command in the tree that failed: StageFailed with git's reason, never a traceback.
+
+    The stage that was running is recorded failed; a stopped pick (conflict) stays as it was,
+    so the same --continue or --abort can be rerun once the cause is fixed.
+    """
+    try:
+        yield
+    except git.GitCommandError as exc:
+        command = shell_line(exc.command) if isinstance(exc.command, list) else str(exc.command)
+        failing(run, run.state.running_stage() or Stage.PICK)
+        raise StageFailed(f"{command} failed: {git_reason(exc.stderr)}") from None
+
+
 def failing(run: Run, stage: Stage) -> None:
-    """Record a failed stage, show the log's last lines and what to do."""
-    if run.state.get(stage) is not None:
+    """Record a failed stage (unless it is not running), show the log's last lines and what to do."""
+    record = run.state.get(stage)
+    if record is not None and record.status == StageStatus.RUNNING:
         run.state.finish(stage, StageStatus.FAILED)
     tail = run.log.tail()
     print(
@@ -306,7 +324,7 @@ def abort(run: Run) -> None:
         raise KcheckError(f"--abort: {run.workdir} records no cherry-picks to undo; nothing to abort")
     outputs = pick.outputs
     tree = TreeGit(git.Repo(run.tree), run.log)
-    with tree.repo:
+    with tree.repo, git_failures(run):
         gitops.abort(tree, outputs["original_branch"], outputs["original_commit"], outputs["branch"])
         tag = outputs.get("tag")
         if tag and tag in [t.name for t in tree.repo.tags]:

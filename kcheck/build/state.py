@@ -112,6 +112,15 @@ class BuildState:
             return record
         return None
 
+    def running_stage(self) -> Stage | None:
+        """The last stage started and not finished: the one a failure belongs to."""
+        running = [
+            stage
+            for stage in Stage
+            if stage in self.stages and self.stages[stage].status == StageStatus.RUNNING
+        ]
+        return running[-1] if running else None
+
     def start(
         self, stage: Stage, inputs: dict[str, Any], outputs: dict[str, Any] | None = None
     ) -> StageRecord:
