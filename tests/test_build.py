@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -458,6 +459,19 @@ def test_abort_that_git_refuses_is_a_failed_stage_and_can_be_rerun(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     with kernel.repo() as repo:
         assert repo.active_branch.name == "main" and repo.head.commit.hexsha == kernel.base
+
+
+def test_abort_after_the_tree_was_removed_is_one_line_bad_input(tmp_path):
+    kernel = build_fake_kernel(tmp_path, conflict=True)
+    assert build(kernel).returncode == 1
+    shutil.rmtree(kernel.distro)
+    before = workdir_json(kernel, "state.json")
+
+    done = run_kcheck("build-kernel", "--abort", "--workdir", str(kernel.root / "work"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"kcheck: error: --abort: {kernel.distro} is no longer a git repository")
+    assert workdir_json(kernel, "state.json") == before
 
 
 def test_build_failure_exits_1_with_the_log_tail_then_a_fixed_rerun_finishes(kernel):

@@ -323,7 +323,14 @@ def abort(run: Run) -> None:
     if pick is None:
         raise KcheckError(f"--abort: {run.workdir} records no cherry-picks to undo; nothing to abort")
     outputs = pick.outputs
-    tree = TreeGit(git.Repo(run.tree), run.log)
+    try:
+        repo = git.Repo(run.tree)
+    except (git.NoSuchPathError, git.InvalidGitRepositoryError):
+        raise KcheckError(
+            f"--abort: {run.tree} is no longer a git repository; put the tree back to undo the pick, "
+            f"or delete {run.state.path} to forget the stopped run"
+        ) from None
+    tree = TreeGit(repo, run.log)
     with tree.repo, git_failures(run):
         gitops.abort(tree, outputs["original_branch"], outputs["original_commit"], outputs["branch"])
         tag = outputs.get("tag")
