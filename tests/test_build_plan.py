@@ -263,6 +263,22 @@ def test_bad_input_is_one_line_and_exit_3(kernel, args, phrase):
     assert_refused(kernel, build(kernel, *args), phrase)
 
 
+@pytest.mark.parametrize("blocked", [None, "lock", "build.log"])
+def test_a_workdir_that_cannot_be_written_is_one_line_bad_input(kernel, tmp_path, blocked):
+    if blocked is None:
+        workdir = Path("/proc/kcheck-no-such-dir")  # mkdir fails: ENOENT
+    else:
+        workdir = tmp_path / "w"
+        (workdir / blocked).mkdir(parents=True)  # a directory where the file must go
+    done = build(kernel, workdir=workdir)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"kcheck: error: --workdir {workdir}: cannot create ")
+    assert "pass a writable directory as --workdir" in done.stderr
+    with kernel.repo() as repo:
+        assert repo.active_branch.name == "main" and repo.head.commit.hexsha == kernel.base
+
+
 def test_tree_that_is_not_a_kernel_git_tree_is_refused(tmp_path):
     kernel = build_fake_kernel(tmp_path)
     plain = tmp_path / "plain"

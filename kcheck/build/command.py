@@ -34,6 +34,7 @@ from kcheck.build.state import (
     StageStatus,
     WorkdirLock,
     stop_leftover_processes,
+    unusable_workdir,
 )
 from kcheck.errors import KcheckError
 from kcheck.patchsets.audit import open_tree
@@ -207,7 +208,10 @@ def check_tree(tree: Path, state: BuildState | None, resuming: bool) -> None:
 
 def run_locked(options: BuildOptions, checked: tuple | None, work) -> int:
     """Create and lock the work dir, stop what a killed run left, then do `work` with a Run."""
-    options.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unusable_workdir(options.workdir, exc) from None
     with WorkdirLock(options.workdir):
         os.environ[MARKER_ENV] = str(options.workdir)
         for pid, command in stop_leftover_processes(options.workdir):
@@ -216,7 +220,10 @@ def run_locked(options: BuildOptions, checked: tuple | None, work) -> int:
         if state is None or not same_source(state, options):
             state = BuildState(options.workdir / "state.json", options.to_json())
         state.options = options.to_json()
-        log = BuildLog(options.workdir / LOG_FILE)
+        try:
+            log = BuildLog(options.workdir / LOG_FILE)
+        except OSError as exc:
+            raise unusable_workdir(options.workdir, exc) from None
         try:
             if checked is None:  # --abort: no catalog or config needed
                 catalog, upstream, config_path = {}, "", Path()

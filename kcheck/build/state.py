@@ -150,6 +150,14 @@ class BuildState:
         self.save()
 
 
+def unusable_workdir(workdir: Path, exc: OSError) -> KcheckError:
+    """The refusal when the work dir or a file in it cannot be created."""
+    return KcheckError(
+        f"--workdir {workdir}: cannot create {exc.filename or workdir} ({exc.strerror or exc}); "
+        "pass a writable directory as --workdir"
+    )
+
+
 class WorkdirLock:
     """An exclusive flock on WORKDIR/lock for the whole run: one run per work dir."""
 
@@ -158,7 +166,10 @@ class WorkdirLock:
         self._file = None
 
     def __enter__(self) -> WorkdirLock:
-        self._file = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            self._file = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+        except OSError as exc:
+            raise unusable_workdir(self.path.parent, exc) from None
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
