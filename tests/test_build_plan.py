@@ -254,6 +254,10 @@ def test_install_without_root_is_refused(kernel):
         (["--upstream", "ext::sh"], "--upstream ext::sh: refused an unsafe git transport"),
         (["--upstream=-uevil"], "--upstream '-uevil': must not start with '-'"),
         (["--localversion=-a b"], "--localversion '-a b'"),
+        *[
+            ([f"--localversion=-lab{char}x"], f"--localversion '-lab{char}x': use only letters, digits")
+            for char in ";|&><*()/"
+        ],
         (["--config", "/nonexistent/config"], "config file /nonexistent/config not found"),
         (["--continue"], "--continue replays the stopped run's saved options"),
         (["--branch", "main"], "--branch main: only used with --repo"),

@@ -35,6 +35,8 @@ _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(y|m|n|-?\d+|0x[0-9a-fA-F]+|\".*\")$
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _PLAIN_ARG = re.compile(r"^[^\s-][^\s]*$")
+# --localversion ends up unquoted in make's commands, some run as root (rm -rf $(MODLIB)/kernel).
+_LOCALVERSION = re.compile(r"^[A-Za-z0-9._+~-]*$")
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,11 @@ class BuildOptions:
             words = self.cc_wrapper.split()
             if not words or any(w not in CC_WRAPPERS for w in words) or len(set(words)) != len(words):
                 raise KcheckError(f'--cc-wrapper {self.cc_wrapper!r}: use ccache, distcc or "ccache distcc"')
-        if re.search(r"[\s\"'\\$`]", self.localversion):
-            raise KcheckError(f"--localversion {self.localversion!r}: no spaces, quotes or shell characters")
+        if not _LOCALVERSION.match(self.localversion):
+            raise KcheckError(
+                f"--localversion {self.localversion!r}: use only letters, digits and . _ + ~ - "
+                "(no spaces, quotes or shell characters)"
+            )
 
     @property
     def cc(self) -> str | None:
