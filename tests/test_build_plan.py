@@ -261,6 +261,10 @@ def test_install_without_root_is_refused(kernel):
         (["--config", "/nonexistent/config"], "config file /nonexistent/config not found"),
         (["--continue"], "--continue replays the stopped run's saved options"),
         (["--branch", "main"], "--branch main: only used with --repo"),
+        (["--targets", ""], "--targets names no make target"),
+        (["--targets", ","], "--targets names no make target"),
+        (["--reference", "/srv/linux"], "--reference /srv/linux: only used with --repo"),
+        (["--no-filter"], "--no-filter: only used with --repo"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_3(kernel, args, phrase):

@@ -65,6 +65,8 @@ def execute(given: dict[str, Any]) -> int:
 def options_from(given: dict[str, Any]) -> BuildOptions:
     """BuildOptions from the command line, with kcheck's defaults; paths made absolute."""
     targets = tuple(t for text in given.get("targets", []) for t in re.split(r"[\s,]+", text) if t)
+    if "targets" in given and not targets:
+        raise KcheckError("--targets names no make target; give at least one, e.g. --targets bzImage")
     repo = given.get("repo")
     if given.get("tree") is None and repo is None:
         repo = distro_kernel_repo(read_os_release())

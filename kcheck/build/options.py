@@ -143,6 +143,10 @@ class BuildOptions:
             raise KcheckError(
                 f"--branch {self.branch}: only used with --repo; check out the branch in --tree"
             )
+        if self.reference is not None and self.repo is None:
+            raise KcheckError(f"--reference {self.reference}: only used with --repo, to clone; drop it")
+        if not self.blob_filter and self.repo is None:
+            raise KcheckError("--no-filter: only used with --repo, to clone; drop it")
         for option, value in (
             ("--repo", self.repo),
             ("--branch", self.branch),
