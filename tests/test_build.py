@@ -142,6 +142,8 @@ def test_a_changed_option_redoes_only_the_stages_that_use_it(kernel):
     assert "[fetch, pick] done in a previous run" in again.stdout
     assert "[config] done in" in again.stdout and "[build] done in" in again.stdout
     assert "done in a previous run: 3.19.0" not in again.stdout
+    assert "[config] done in a previous run" not in again.stdout
+    assert "[build] done in a previous run" not in again.stdout
     assert "CONFIG_CHECKPOINT_RESTORE=y" in kernel.tree(".config").read_text()
 
 
@@ -394,6 +396,7 @@ def test_kill_9_during_build_then_rerun_stops_the_leftover_make_and_converges(ke
     assert "[fetch, pick] done in a previous run" in again.stdout
     assert "[config] done in a previous run" in again.stdout
     assert "[build] done in" in again.stdout
+    assert "[build] done in a previous run" not in again.stdout  # the killed build was redone
     assert not marked_processes(kernel.root / "work")
     assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in leftovers)
     assert BUILD_BANNER.encode() in kernel.tree("arch/x86/boot/bzImage").read_bytes()

@@ -457,6 +457,7 @@ def test_repo_is_cloned_with_a_blob_filter_or_fully_when_the_server_ignores_it(k
     assert (clone / "arch/x86/boot/bzImage").is_file()
     assert "git clone --filter=blob:none --branch main" in (kernel.root / "work/build.log").read_text()
     again = run_kcheck(*clone_args(kernel, "--repo", f"file://{kernel.distro}", "--branch", "main"))
+    assert again.returncode == 0, again.stdout + again.stderr
     assert "[clone] done in a previous run" in again.stdout
 
 
@@ -503,6 +504,7 @@ COLOUR = re.compile(r"\x1b\[[0-9;]*[1-9][0-9;]*m")  # SGR with a non-reset param
 
 def test_plain_lines_without_a_tty_and_rich_progress_on_one(kernel, tmp_path):
     plain = build(kernel)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "\x1b" not in plain.stdout and "[build] done in" in plain.stdout
 
     again = build_fake_kernel(tmp_path / "tty")
@@ -515,6 +517,7 @@ def test_plain_lines_without_a_tty_and_rich_progress_on_one(kernel, tmp_path):
     )
     assert status == 0, no_colour
     assert not COLOUR.search(no_colour) and "[build] done in" in no_colour
+    assert "[build] done in a previous run" not in no_colour  # --set changed the config: rebuilt
 
 
 # --- pure helpers ---------------------------------------------------------------------------------

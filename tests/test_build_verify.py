@@ -10,8 +10,6 @@ import pytest
 from conftest import requires_root
 from kbuild_fixtures import VM_BUILD, build, build_fake_kernel, cached_vm_kernel, workdir_json
 
-pytestmark = requires_root  # --install
-
 
 @pytest.fixture
 def install_env(tmp_path) -> dict[str, str]:
@@ -22,6 +20,7 @@ def install_env(tmp_path) -> dict[str, str]:
     }
 
 
+@requires_root  # --install
 def test_install_refuses_a_kernel_that_did_not_verify_unless_forced(tmp_path, install_env):
     # The fake tree's bzImage is not a kernel: the VM cannot boot it, so it is not verified ready.
     kernel = build_fake_kernel(tmp_path / "fake")
@@ -56,6 +55,7 @@ def test_dry_run_shows_the_verification(tmp_path):
     assert "--install then refuses it unless its report is ready" in done.stdout
 
 
+@requires_root  # --install
 @pytest.mark.slow
 def test_a_kernel_that_boots_ready_is_verified_then_installed(tmp_path, install_env):
     """The fake tree's `make bzImage` hands over the real 6.1 kernel of the VM tests, with its
