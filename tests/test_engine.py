@@ -33,7 +33,7 @@ def context(release="6.18.44", **overrides) -> ProbeContext:
         "fdinfo": lambda ctx: "pos:\t0\nmnt_id:\t27\n",
         "config": lambda ctx: GOOD_CONFIG,
         "criu": lambda ctx: {"installed": False},
-        "release": lambda ctx: {"release": ctx.release, "ranges": [["overlayfs-mnt-id", "3.18", "4.2"]]},
+        "release": lambda ctx: {"release": ctx.release, "patchsets": [CATALOG["overlayfs-mnt-id"]]},
         **overrides,
     }
     return ProbeContext(release=release, catalog=CATALOG, sources=sources)

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from kcheck.core.procparse import parse_kconfig
 from kcheck.core.result import Status
+from kcheck.patchsets.catalog import load_catalog
 from kcheck.probe import verdicts
+from kcheck.probe.checks import CHECK_IDS
 
 FIXED = load_capture("overlay-fixed-6.18.json")
 BROKEN = load_capture("overlay-broken-pre4.2.json")
@@ -160,12 +162,12 @@ def test_criu_states():
 
 
 def test_kernel_release_implications():
-    ranges = [["overlayfs-mnt-id", "3.18", "4.2"], ["aio-ring-remap", None, "3.19"]]
-    detail = verdicts.kernel_release({"release": "3.19.0-15-generic", "ranges": ranges}).detail
+    patchsets = list(load_catalog(None, CHECK_IDS).values())
+    detail = verdicts.kernel_release({"release": "3.19.0-15-generic", "patchsets": patchsets}).detail
     assert "overlayfs-mnt-id needed unless backported" in detail
     assert "aio-ring-remap fixed" in detail
-    assert "not applicable" in verdicts.kernel_release({"release": "3.10.0", "ranges": ranges}).detail
-    assert verdicts.kernel_release({"release": "garbage", "ranges": ranges}).status == Status.UNKNOWN
+    assert "not applicable" in verdicts.kernel_release({"release": "3.10.0", "patchsets": patchsets}).detail
+    assert verdicts.kernel_release({"release": "garbage", "patchsets": patchsets}).status == Status.UNKNOWN
 
 
 proc_text = st.text(max_size=300) | st.sampled_from(

@@ -112,11 +112,7 @@ class ProbeContext:
 
 
 def observe_release(ctx: ProbeContext) -> dict[str, Any]:
-    ranges = [
-        [name, str(p.needed_from) if p.needed_from else None, str(p.needed_below)]
-        for name, p in ctx.catalog.items()
-    ]
-    return {"release": ctx.release, "ranges": ranges}
+    return {"release": ctx.release, "patchsets": list(ctx.catalog.values())}
 
 
 def observe_fdinfo(ctx: ProbeContext) -> str:

@@ -246,14 +246,14 @@ def kernel_release(obs: dict[str, Any]) -> Outcome:
     if release is None:
         return Outcome(Status.UNKNOWN, f"cannot parse kernel release {obs.get('release')!r}")
     implied = []
-    for name, needed_from, needed_below in obs.get("ranges", []):
-        below = parse_version(needed_below)
-        if release.version >= below:
-            implied.append(f"{name} fixed (>= {below})")
-        elif needed_from and release.version < parse_version(needed_from):
-            implied.append(f"{name} not applicable (< {needed_from})")
+    for patchset in obs.get("patchsets", []):
+        below = patchset.needed_below
+        if patchset.needed_for(release.version):
+            implied.append(f"{patchset.name} needed unless backported (< {below})")
+        elif release.version >= below:
+            implied.append(f"{patchset.name} fixed (>= {below})")
         else:
-            implied.append(f"{name} needed unless backported (< {below})")
+            implied.append(f"{patchset.name} not applicable (< {patchset.needed_from})")
     summary = "; ".join(implied) or "no patchsets to compare"
     return Outcome(Status.PASS, f"{release.raw} is version {release.version}: {summary}")
 
