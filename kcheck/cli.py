@@ -38,6 +38,7 @@ def build_parser() -> ArgumentParser:
     patchsets_cli.register(jobs)
     cr_cli.register(jobs)
     build_cli.register(jobs)
+    build_cli.register_criu(jobs)
     return parser
 
 

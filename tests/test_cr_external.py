@@ -19,8 +19,8 @@ import pytest
 from conftest import kcheck_argv, requires_root, run_kcheck
 from fakes.harness import SYSTEM_PATH, FakeHost, docker_container
 
+from kcheck.core.criu import criu_first_error
 from kcheck.core.procparse import parse_mountinfo
-from kcheck.probe.verdicts import criu_first_error
 
 pytestmark = requires_root  # criu check, and mounts, need root
 

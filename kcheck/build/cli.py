@@ -156,3 +156,79 @@ def run(args: argparse.Namespace) -> int:
 
     given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
     return execute(given)
+
+
+def register_criu(jobs) -> None:
+    parser = jobs.add_parser(
+        "build-criu",
+        help="build and install a CRIU that works on this kernel (beside the distro's, never over it)",
+        description="Build CRIU from its upstream release tag (the newest release kcheck knows that "
+        "supports this kernel), a local tree or a tarball; run the new binary's `criu check`; install it "
+        "with make install-criu into --prefix; record it in $KCHECK_STATE_DIR/criu/VERSION.json. "
+        "Exit 0 installed, 1 the build or its criu check failed (nothing installed), 3 bad input.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--source", type=Path, metavar="DIR|TARBALL", help="a local CRIU tree or release tarball"
+    )
+    source.add_argument("--repo", metavar="URL", help="a CRIU git repository (default: upstream)")
+    parser.add_argument("--tag", metavar="TAG", help="release tag to clone (default: the newest known)")
+    parser.add_argument(
+        "--prefix", type=Path, metavar="DIR", help="install prefix (default /usr/local: /usr/local/sbin/criu)"
+    )
+    parser.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel make jobs (default: nproc + 1)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="where to build (default /var/tmp/kcheck-build-criu as root, else ~/.cache/kcheck/build-criu)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    parser.add_argument(
+        "--force", action="store_true", help="install even when the new binary's criu check fails"
+    )
+    parser.set_defaults(handler=run_criu)
+
+
+def run_criu(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from kcheck.build import criu
+    from kcheck.build.options import default_workdir
+    from kcheck.build.progress import BuildLog, Progress
+    from kcheck.errors import KcheckError
+
+    options = criu.CriuOptions(
+        source=criu.choose_source(args.source, args.repo, args.tag),
+        prefix=(args.prefix or criu.DEFAULT_PREFIX).absolute(),
+        workdir=(args.workdir or default_workdir("build-criu")).absolute(),
+        jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1) + 1,
+        force=args.force,
+    )
+    criu.preflight(options)
+    if args.dry_run:
+        print("\n".join(criu.plan(options)))
+        return 0
+    try:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+        log = BuildLog(options.workdir / "build.log")
+    except OSError as exc:
+        raise KcheckError(f"--workdir {options.workdir}: {exc.strerror}; pass a writable --workdir") from None
+    progress = Progress(log)
+    log.header(f"kcheck build-criu from {options.source.describe()}")
+    try:
+        record = criu.build(options, progress, log)
+    except KcheckError as exc:
+        tail = log.tail()
+        print(f"kcheck: build-criu failed; the last {len(tail)} lines of {log.path}:", file=sys.stderr)
+        for line in tail:
+            print(f"  {line}", file=sys.stderr)
+        raise exc from None
+    finally:
+        log.close()
+    check = record["check"]["first_line"]
+    progress.say(f"installed criu {record['version']} as {record['binary']} (criu check: {check})")
+    progress.say(f"record: {record['record_path']}")
+    progress.say(f"use it: put {options.prefix / 'sbin'} first on PATH; then `kcheck probe` shows it")
+    return 0

@@ -95,17 +95,22 @@ def default_targets(machine: str | None = None) -> tuple[str, ...]:
     return (ARCH_IMAGES.get(machine, "vmlinux"), "modules")
 
 
-def default_workdir() -> Path:
+def default_workdir(job: str = "build") -> Path:
     """/var/tmp for root (lab hosts build as root), else the user's cache directory."""
     if os.geteuid() == 0:
-        return Path("/var/tmp/kcheck-build")
+        return Path(f"/var/tmp/kcheck-{job}")
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "kcheck" / "build"
+    return Path(cache) / "kcheck" / job
+
+
+def state_dir() -> Path:
+    """kcheck's records; KCHECK_STATE_DIR moves them (tests, image builders)."""
+    return Path(os.environ.get("KCHECK_STATE_DIR", "/var/lib/kcheck"))
 
 
 def records_dir() -> Path:
-    """Where --install records builds; KCHECK_STATE_DIR moves it (tests, image builders)."""
-    return Path(os.environ.get("KCHECK_STATE_DIR", "/var/lib/kcheck")) / "builds"
+    """Where build-kernel --install records kernel builds."""
+    return state_dir() / "builds"
 
 
 @dataclass(frozen=True)

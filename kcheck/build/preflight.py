@@ -60,7 +60,11 @@ def missing_requirements(cc_wrapper: str | None) -> list[Requirement]:
 
 
 def check_tools(cc_wrapper: str | None) -> None:
-    missing = missing_requirements(cc_wrapper)
+    refuse_missing(missing_requirements(cc_wrapper))
+
+
+def refuse_missing(missing: list[Requirement], what: str = "build tools") -> None:
+    """One line naming what is missing and the one install command that brings it."""
     if not missing:
         return
     apt = "apt-get install " + " ".join(req.apt for req in missing)
@@ -71,7 +75,7 @@ def check_tools(cc_wrapper: str | None) -> None:
         how = dnf
     else:
         how = f"{apt} (or: {dnf})"
-    raise KcheckError(f"missing build tools: {', '.join(r.name for r in missing)}; install them: {how}")
+    raise KcheckError(f"missing {what}: {', '.join(r.name for r in missing)}; install them: {how}")
 
 
 def existing_ancestor(path: Path) -> Path:

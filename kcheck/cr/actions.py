@@ -141,8 +141,10 @@ def checkpoint(req: Request) -> int:
     engine = choose_engine(req)
     runner = Runner(req.dry_run)
     container = str(req.container)
+    info = engines.inspect("docker" if engine == "external" else engine, container)
+    engines.require_running(info, "docker" if engine == "external" else engine, container)
     if engine == "docker":
-        engines.inspect("docker", container)
+        engines.refuse_custom_dir(req.checkpoint_dir)
         _docker_ready(req, runner)
         _preflight(req, external_cr=False)
         runner.run(
@@ -151,7 +153,6 @@ def checkpoint(req: Request) -> int:
             )
         )
     elif engine == "podman":
-        engines.inspect("podman", container)
         _preflight(req, external_cr=False)
         runner.run(
             engines.podman_checkpoint_argv(
@@ -159,7 +160,7 @@ def checkpoint(req: Request) -> int:
             )
         )
     else:
-        manifest = external.manifest_from_inspect(engines.inspect("docker", container), req.tcp_established)
+        manifest = external.manifest_from_inspect(info, req.tcp_established)
         images = external.image_dir(req.directory, container, req.checkpoint_name)
         external.refuse_existing(images)
         engines.require_tool("criu")
@@ -176,19 +177,33 @@ def checkpoint(req: Request) -> int:
     return 0
 
 
+def _confirm_running(engine: str, container: str) -> None:
+    """The engine said done: check that the container really runs (docker exits 0 for a
+    `start --checkpoint` that did nothing)."""
+    if not engines.is_running(engines.inspect(engine, container)):
+        raise Refused(
+            f"{engine} reported the restore done, but container {container} is not running; "
+            f"see `{engine} logs {container}` and `{engine} inspect {container}`"
+        )
+
+
 def restore(req: Request) -> int:
     engine = choose_engine(req)
     runner = Runner(req.dry_run)
+    container = str(req.container)
     if engine == "docker":
-        engines.inspect("docker", str(req.container))
+        engines.refuse_running(engines.inspect("docker", container), "docker", container)
+        engines.refuse_custom_dir(req.checkpoint_dir)
         _docker_ready(req, runner)
         _preflight(req, external_cr=False)
-        runner.run(engines.docker_restore_argv(str(req.container), req.checkpoint_name, req.checkpoint_dir))
+        runner.run(engines.docker_restore_argv(container, req.checkpoint_name, req.checkpoint_dir))
+        if not req.dry_run:
+            _confirm_running("docker", container)
     elif engine == "podman":
         if req.import_file:
             engines.require_tool("podman")
         else:
-            engines.inspect("podman", str(req.container))
+            engines.refuse_running(engines.inspect("podman", container), "podman", container)
         _preflight(req, external_cr=False)
         runner.run(
             engines.podman_restore_argv(
@@ -198,8 +213,10 @@ def restore(req: Request) -> int:
                 req.tcp_established,
             )
         )
+        restored = req.new_name if req.import_file else container
+        if restored and not req.dry_run:
+            _confirm_running("podman", restored)
     else:
-        container = str(req.container)
         images = external.image_dir(req.directory, container, req.checkpoint_name)
         manifest = external.load_manifest(images, container)
         external.check_layers(manifest)
@@ -207,7 +224,7 @@ def restore(req: Request) -> int:
         _preflight(req, external_cr=True)
         pid = external.restore(manifest, images, runner)
         if not req.dry_run:
-            print(f"restored container {manifest.container_name}: process tree pid {pid or 'unknown'}")
+            print(f"restored container {manifest.container_name}: process tree pid {pid}")
         _warn_stale(
             manifest.container_name,
             f"the restored processes{f' (pid {pid})' if pid else ''} run outside docker, "

@@ -16,6 +16,9 @@ from kcheck.errors import KcheckError
 # so a name can never be read as an option by the engine.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 RUNC_CONF = Path("/etc/criu/runc.conf")
+# dockerd restores only from its own checkpoint dir from 17.12 on (containerd 1.0):
+# `docker start --checkpoint-dir` says "custom checkpointdir is not supported" (moby#37344).
+DOCKER_CUSTOM_DIR_RESTORE_BELOW = "17.12"
 TCP_ESTABLISHED = "tcp-established"
 
 
@@ -58,6 +61,29 @@ def inspect(engine: str, container: str) -> dict[str, Any]:
     return found[0]
 
 
+def is_running(info: dict[str, Any]) -> bool:
+    """Both engines' inspect say it as State.Running."""
+    return (info.get("State") or {}).get("Running") is True
+
+
+def require_running(info: dict[str, Any], engine: str, container: str) -> None:
+    """Only a running container can be checkpointed: bad input, found before anything runs."""
+    if not is_running(info):
+        raise KcheckError(
+            f"container {container} is not running, so there is nothing to checkpoint; "
+            f"start it (`{engine} start {container}`), or restore it if it was checkpointed"
+        )
+
+
+def refuse_running(info: dict[str, Any], engine: str, container: str) -> None:
+    """A restore onto a running container does nothing (docker even exits 0): refuse it."""
+    if is_running(info):
+        raise KcheckError(
+            f"container {container} is already running, so a restore would do nothing; "
+            f"checkpoint it first, or stop it (`{engine} stop {container}`) to restore an older checkpoint"
+        )
+
+
 # --- docker (native) ------------------------------------------------------------------
 
 
@@ -73,6 +99,34 @@ def docker_precheck(need_criu: bool) -> None:
         )
     if need_criu and shutil.which("criu") is None:
         raise Refused("criu is not installed; docker checkpoint needs criu >= 2.0 (apt-get install criu)")
+
+
+def docker_server_version() -> str:
+    done = query(["docker", "version", "--format", "{{.Server.Version}}"])
+    if done.returncode != 0 or not done.stdout.strip():
+        raise Refused(f"docker version failed: {tail(done.stderr, 1)}; is dockerd running?")
+    return done.stdout.strip()
+
+
+def refuse_custom_dir(directory: Path | None) -> None:
+    """--checkpoint-dir: the checkpoint works, then the restore is refused and the container
+    stays stopped. Ask the daemon, and refuse before anything runs."""
+    if directory is None:
+        return
+    from packaging.version import InvalidVersion, Version
+
+    server = docker_server_version()
+    try:
+        restorable = Version(server.split("+")[0].split("-")[0]) < Version(DOCKER_CUSTOM_DIR_RESTORE_BELOW)
+    except InvalidVersion:
+        restorable = False
+    if not restorable:
+        raise KcheckError(
+            f"--dir {directory}: dockerd {server} cannot restore from a custom checkpoint dir "
+            f"(only docker before {DOCKER_CUSTOM_DIR_RESTORE_BELOW} could), so the container would stay "
+            "stopped; drop --dir (docker keeps checkpoints itself), or use --engine external, "
+            "whose --dir restores, or podman's --export/--import"
+        )
 
 
 def runc_conf_has_tcp_established() -> bool:

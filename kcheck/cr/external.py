@@ -10,20 +10,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from kcheck.core.criu import log_first_error
 from kcheck.core.output import write_atomic
 from kcheck.core.procparse import mount_at, parse_mountinfo
 from kcheck.cr.runner import Refused, Runner
 from kcheck.errors import KcheckError
 
 MANIFEST_NAME = "kcheck-manifest.json"
-MANIFEST_SCHEMA = "kcheck.cr.manifest/1"
+MANIFEST_SCHEMA = "kcheck.cr.manifest/2"  # /2: external_mounts replaced /1's host_files
+DUMP_LOG = "dump.log"
+RESTORE_LOG = "restore.log"
 DEFAULT_DIR = Path("/var/lib/kcheck/checkpoints")
-# The files docker bind-mounts into every container, and where `docker inspect` names them.
-DOCKER_FILES = {
-    "/etc/resolv.conf": "ResolvConfPath",
-    "/etc/hosts": "HostsPath",
-    "/etc/hostname": "HostnamePath",
-}
 CRIU_COMMON = ["--manage-cgroups", "--evasive-devices"]
 # Manifest field annotations (strings, under `from __future__ import annotations`) -> JSON types.
 _FIELD_TYPES = {"str": str, "int": int, "bool": bool, "dict[str, str]": dict}
@@ -40,7 +37,7 @@ class Manifest:
     lowerdir: str
     upperdir: str
     workdir: str
-    host_files: dict[str, str]  # container path -> host file (DOCKER_FILES)
+    external_mounts: dict[str, str]  # container mount point -> host path it comes from
     tcp_established: bool
     kernel_release: str
     created_at: str
@@ -58,13 +55,53 @@ def image_dir(directory: Path | None, container: str, name: str) -> Path:
     return (directory or DEFAULT_DIR / container).absolute() / name
 
 
+def _within(root: str, prefix: str) -> bool:
+    return prefix == "/" or root == prefix or root.startswith(prefix.rstrip("/") + "/")
+
+
+def external_mounts(container_mountinfo: str, host_mountinfo: str) -> dict[str, str]:
+    """The container's mounts that criu must be told are external, each with its host path.
+
+    A mount is external when nothing in the container's own mount tree holds its root:
+    a bind of a host file (docker's resolv.conf, hosts, hostname, volumes) or a cgroup
+    hierarchy seen below its root. criu refuses to dump those ("doesn't have a proper
+    root mount") unless each is named with --ext-mount-map. The host path is where the
+    same filesystem and root are reachable from the host: a restore binds it back.
+    Raises KcheckError when an external mount has no host path.
+    """
+    mounts = parse_mountinfo(container_mountinfo)
+    host = parse_mountinfo(host_mountinfo)
+    found: dict[str, str] = {}
+    for mount in mounts[1:]:  # the first is the container's root, which criu restores itself
+        has_root = any(
+            other is not mount
+            and (other.major, other.minor) == (mount.major, mount.minor)
+            and other.root != mount.root
+            and _within(mount.root, other.root)
+            for other in mounts
+        )
+        if mount.root == "/" or has_root:
+            continue
+        same_fs = [h for h in host if (h.major, h.minor) == (mount.major, mount.minor)]
+        sources = [h for h in same_fs if _within(mount.root, h.root)]
+        if not sources:
+            raise KcheckError(
+                f"the container's mount {mount.mount_point} ({mount.fstype}, {mount.root}) is not "
+                "reachable from the host, so criu could not restore it; use --engine docker"
+            )
+        source = max(sources, key=lambda h: len(h.root))
+        rest = mount.root[len(source.root.rstrip("/")) :] if source.root != "/" else mount.root
+        found[mount.mount_point] = source.mount_point.rstrip("/") + rest
+    return found
+
+
 def manifest_from_inspect(info: dict[str, Any], tcp_established: bool) -> Manifest:
-    """Read what dump and restore need from `docker container inspect`; bad input otherwise."""
+    """Read what dump and restore need from `docker container inspect` and the container's
+    mount table; bad input otherwise."""
     name = str(info.get("Name", "")).lstrip("/")
-    state = info.get("State") or {}
-    pid = state.get("Pid")
+    pid = (info.get("State") or {}).get("Pid")
     if not (isinstance(pid, int) and pid > 0):
-        raise KcheckError(f"container {name} is not running (State.Pid {pid}); start it, then checkpoint")
+        raise KcheckError(f"container {name} has no process (State.Pid {pid}); start it, then checkpoint")
     driver = info.get("GraphDriver") or {}
     if driver.get("Name") != "overlay2":
         raise KcheckError(
@@ -73,11 +110,18 @@ def manifest_from_inspect(info: dict[str, Any], tcp_established: bool) -> Manife
         )
     layers = driver.get("Data") or {}
     missing = [k for k in ("LowerDir", "UpperDir", "WorkDir", "MergedDir") if not layers.get(k)]
-    missing += [key for key in DOCKER_FILES.values() if not info.get(key)]
     if missing:
         raise KcheckError(
             f"docker inspect {name} lacks {', '.join(missing)}; cannot checkpoint it externally"
         )
+    try:
+        container_mounts = Path(f"/proc/{pid}/mountinfo").read_text()
+        host_mounts = Path("/proc/self/mountinfo").read_text()
+    except OSError as exc:
+        raise KcheckError(
+            f"container {name}: cannot read the mount table of its process {pid} ({exc.strerror}); "
+            "is it still running?"
+        ) from None
     return Manifest(
         container_id=str(info.get("Id", "")),
         container_name=name,
@@ -86,7 +130,7 @@ def manifest_from_inspect(info: dict[str, Any], tcp_established: bool) -> Manife
         lowerdir=layers["LowerDir"],
         upperdir=layers["UpperDir"],
         workdir=layers["WorkDir"],
-        host_files={path: str(info[key]) for path, key in DOCKER_FILES.items()},
+        external_mounts=external_mounts(container_mounts, host_mounts),
         tcp_established=tcp_established,
         kernel_release=os.uname().release,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -94,16 +138,31 @@ def manifest_from_inspect(info: dict[str, Any], tcp_established: bool) -> Manife
 
 
 def load_manifest(images: Path, container: str) -> Manifest:
-    """The manifest in `images`; bad input (exit 3) when missing, corrupt or another container's."""
+    """The manifest in `images`; bad input (exit 3) when missing, corrupt or another container's.
+
+    A dump that failed leaves its log but no manifest: that is said as such, with criu's error.
+    """
     path = images / MANIFEST_NAME
     fix = f"pass the --dir and --name the checkpoint was taken with (images in {images})"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
+        if (images / DUMP_LOG).is_file():
+            why = log_first_error(images / DUMP_LOG) or "criu dump did not finish"
+            raise KcheckError(
+                f"the checkpoint in {images} failed, so there is nothing to restore ({why}); "
+                f"see {images / DUMP_LOG}, then take a new checkpoint"
+            ) from None
         raise KcheckError(f"no checkpoint manifest at {path}; {fix}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise KcheckError(f"checkpoint manifest {path} is corrupt ({exc}); take a new checkpoint") from None
-    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if isinstance(schema, str) and schema.startswith("kcheck.cr.manifest/") and schema != MANIFEST_SCHEMA:
+        raise KcheckError(
+            f"checkpoint manifest {path} is {schema}, which this kcheck cannot restore "
+            f"(it reads {MANIFEST_SCHEMA}); restore it with the kcheck that took it"
+        )
+    if schema != MANIFEST_SCHEMA:
         raise KcheckError(f"{path} is not a kcheck {MANIFEST_SCHEMA} manifest; {fix}")
     body = {k: v for k, v in data.items() if k != "schema"}
     expected = {f.name: _FIELD_TYPES[str(f.type)] for f in fields(Manifest)}
@@ -120,7 +179,8 @@ def load_manifest(images: Path, container: str) -> Manifest:
 
 
 def dump_argv(manifest: Manifest, images: Path, leave_running: bool) -> list[str]:
-    maps = [arg for path in DOCKER_FILES for arg in ("--ext-mount-map", f"{path}:{path}")]
+    """Each external mount is keyed by its container path; restore maps the key to the host."""
+    maps = [arg for path in manifest.external_mounts for arg in ("--ext-mount-map", f"{path}:{path}")]
     return [
         "criu",
         "dump",
@@ -129,7 +189,7 @@ def dump_argv(manifest: Manifest, images: Path, leave_running: bool) -> list[str
         "-D",
         str(images),
         "-o",
-        "dump.log",
+        DUMP_LOG,
         "-v4",
         *CRIU_COMMON,
         *maps,
@@ -140,7 +200,9 @@ def dump_argv(manifest: Manifest, images: Path, leave_running: bool) -> list[str
 
 def restore_argv(manifest: Manifest, images: Path) -> list[str]:
     maps = [
-        arg for path, host in manifest.host_files.items() for arg in ("--ext-mount-map", f"{path}:{host}")
+        arg
+        for path, host in manifest.external_mounts.items()
+        for arg in ("--ext-mount-map", f"{path}:{host}")
     ]
     return [
         "criu",
@@ -153,7 +215,7 @@ def restore_argv(manifest: Manifest, images: Path) -> list[str]:
         "-D",
         str(images),
         "-o",
-        "restore.log",
+        RESTORE_LOG,
         "-v4",
         *CRIU_COMMON,
         *maps,
@@ -191,7 +253,7 @@ def dump(manifest: Manifest, images: Path, leave_running: bool, runner: Runner) 
             ) from None
         write_atomic(pending, json.dumps({"schema": MANIFEST_SCHEMA, **asdict(manifest)}, indent=2) + "\n")
     try:
-        runner.run(dump_argv(manifest, images, leave_running), log=images / "dump.log")
+        runner.run(dump_argv(manifest, images, leave_running), log=images / DUMP_LOG)
     except BaseException:
         pending.unlink(missing_ok=True)
         raise
@@ -212,7 +274,7 @@ def check_layers(manifest: Manifest) -> None:
 def restore(manifest: Manifest, images: Path, runner: Runner) -> int | None:
     """Mount the rootfs as criu needs it, restore, and undo every mount made here.
 
-    Returns the restored tree's pid, when criu wrote it.
+    Returns the restored tree's pid (None under --dry-run).
     """
     root = Path(manifest.root)
     pidfile = images / "restore.pid"
@@ -231,7 +293,7 @@ def restore(manifest: Manifest, images: Path, runner: Runner) -> int | None:
         # criu pivot_roots into --root: it must be a mount point of its own (docker_cr.sh).
         runner.run(["mount", "--rbind", str(root), str(root)])
         undo.append(["umount", "--recursive", str(root)])
-        runner.run(restore_argv(manifest, images), log=images / "restore.log")
+        runner.run(restore_argv(manifest, images), log=images / RESTORE_LOG)
     except BaseException as failure:
         if left := _undo_mounts(undo, runner):
             raise Refused(f"{failure}\n{left}") from failure
@@ -240,10 +302,20 @@ def restore(manifest: Manifest, images: Path, runner: Runner) -> int | None:
         raise Refused(left)
     if runner.dry_run:
         return None
+    return _restored_pid(pidfile)
+
+
+def _restored_pid(pidfile: Path) -> int:
+    """The pid criu wrote; criu said done, so a missing or dead one means the tree died."""
     try:
-        return int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+        pid = int(pidfile.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError) as exc:
+        raise Refused(
+            f"criu restore exited 0, but the restored process tree is not running ({pidfile}: {exc}); "
+            f"see {pidfile.parent / RESTORE_LOG}"
+        ) from None
+    return pid
 
 
 def _undo_mounts(undo: list[list[str]], runner: Runner) -> str:

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kcheck.core.criu import log_first_error
 from kcheck.core.result import ExitCode
 from kcheck.errors import KcheckError
 
@@ -62,8 +63,11 @@ class Runner:
             stderr.seek(0)
             errors = stderr.read()
         if code != 0:
+            # criu writes its errors to its -o log, not to stderr: show the first that matters.
+            logged = log_first_error(log) if log else None
+            shown = "\n".join(filter(None, [tail(errors) if errors.strip() else None, logged]))
             where = f"\nsee {log}" if log else ""
-            raise Refused(f"{line} failed (exit {code}):\n{tail(errors)}{where}")
+            raise Refused(f"{line} failed (exit {code}):\n{shown or tail(errors)}{where}")
         sys.stderr.write(errors)
 
     def note(self, text: str) -> None:

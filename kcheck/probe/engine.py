@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from kcheck.core.criu import criu_version
 from kcheck.core.release import parse_release
 from kcheck.core.result import CheckResult, Evidence, Fix, Report, Status
 from kcheck.errors import KcheckError
@@ -17,7 +18,7 @@ from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.checks import CHECK_IDS, CHECKS, CheckSpec
 from kcheck.probe.image import select_release
 from kcheck.probe.observe import ProbeContext, Unavailable
-from kcheck.probe.verdicts import Outcome, by_version, criu_version, offline_fix
+from kcheck.probe.verdicts import Outcome, by_version, offline_fix
 
 
 def _match(patterns: Iterable[str], option: str) -> set[str]:

@@ -7,10 +7,10 @@ the engine may then decide from the kernel version instead.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kcheck.core.criu import criu_first_error, criu_version
 from kcheck.core.procparse import (
     fdinfo_mnt_id,
     mapping_at,
@@ -203,25 +203,6 @@ def config_option(option: str, obs: dict[str, Any]) -> Outcome:
     if value is None:
         return Outcome(Status.FAIL, f"{option} is absent from {source}")
     return Outcome(Status.FAIL, f"{option} is not set in {source}")
-
-
-_CRIU_VERSION = re.compile(r"Version:\s*(\d+(?:\.\d+)+)")
-
-
-def criu_version(text: str) -> str | None:
-    match = _CRIU_VERSION.search(text)
-    return match.group(1) if match else None
-
-
-# criu logs a helper child's exit as an Error line before the error that caused it.
-_CHILD_EXIT_NOTE = re.compile(r"exited, status=\d+\s*$")
-
-
-def criu_first_error(output: str) -> str:
-    """criu's own first error line, verbatim: the line an admin will search for."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower() and not _CHILD_EXIT_NOTE.search(line)]
-    return (errors or lines or ["(no output)"])[0]
 
 
 def criu_check(obs: dict[str, Any]) -> Outcome:

@@ -1,0 +1,410 @@
+"""`kcheck build-criu`: a CRIU that works on this kernel, built from source, checked with its
+own `criu check`, installed beside (never over) the distro's criu, and recorded.
+
+A distro criu older than its kernel is the most common way C/R breaks (Debian 12's criu 3.17
+on a 6.x kernel fails at once on the vDSO). The releases kcheck knows are data, in
+`criu-releases.toml` beside this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from kcheck.build.gitops import StageFailed
+from kcheck.build.kbuild import Command, run_command
+from kcheck.build.options import state_dir
+from kcheck.build.preflight import Requirement, existing_ancestor, refuse_missing
+from kcheck.build.progress import BuildLog, Progress, shell_line
+from kcheck.core.criu import criu_first_error, criu_version
+from kcheck.core.output import write_atomic
+from kcheck.core.release import parse_release, parse_version
+from kcheck.errors import KcheckError
+
+RECORD_SCHEMA = "kcheck.criu-build/1"
+DEFAULT_PREFIX = Path("/usr/local")
+# The distro's own criu: never overwritten, whatever --prefix says.
+DISTRO_CRIU = (Path("/usr/sbin/criu"), Path("/sbin/criu"))
+VERSIONS_FILE = "Makefile.versions"
+TREE_MARKERS = (VERSIONS_FILE, "criu/Makefile", "Makefile.install")
+CHECK_TIMEOUT = 60.0
+# What `make criu` needs (../criu/README.md of the test data lists the same).
+CRIU_REQUIREMENTS = (
+    Requirement("gcc", "gcc", "gcc"),
+    Requirement("make", "make", "make"),
+    Requirement("pkg-config", "pkg-config", "pkgconf-pkg-config"),
+    Requirement("protoc", "protobuf-compiler", "protobuf-compiler"),
+    Requirement("protoc-c", "protobuf-c-compiler", "protobuf-c-compiler"),
+    Requirement(
+        "protobuf headers", "libprotobuf-dev", "protobuf-devel", header="google/protobuf/descriptor.proto"
+    ),
+    Requirement(
+        "protobuf-c headers", "libprotobuf-c-dev", "protobuf-c-devel", header="protobuf-c/protobuf-c.h"
+    ),
+    Requirement("libnl-3 headers", "libnl-3-dev", "libnl3-devel", header="libnl3/netlink/netlink.h"),
+    Requirement("libnet headers", "libnet1-dev", "libnet-devel", header="libnet.h"),
+    Requirement("libcap headers", "libcap-dev", "libcap-devel", header="sys/capability.h"),
+)
+
+GIT = Requirement("git", "git", "git")
+
+
+@dataclass(frozen=True)
+class CriuRelease:
+    version: str
+    tag: str
+    commit: str
+    released: str
+    min_kernel: str
+    seen_working_on: str
+
+
+def known_releases() -> tuple[str, list[CriuRelease]]:
+    """The upstream repository and the releases kcheck knows, newest first."""
+    data = tomllib.loads(resources.files("kcheck.build").joinpath("criu-releases.toml").read_text())
+    return data["upstream"], [CriuRelease(**entry) for entry in data["releases"]]
+
+
+def default_release(kernel_release: str) -> CriuRelease:
+    """The newest known release that supports this kernel."""
+    _, releases = known_releases()
+    parsed = parse_release(kernel_release)
+    for release in releases:
+        if parsed is None or parsed.version >= parse_version(release.min_kernel):
+            return release
+    raise KcheckError(
+        f"no CRIU release kcheck knows supports kernel {kernel_release} "
+        f"(the oldest needs {releases[-1].min_kernel}); pass --source with a CRIU tree that does"
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the CRIU tree comes from: a tarball, a local tree, or an upstream tag."""
+
+    kind: str  # "tarball", "tree" or "git"
+    location: str  # a path, or the repository URL
+    tag: str | None = None
+    commit: str | None = None  # expected for a known git tag
+
+    def describe(self) -> str:
+        return f"{self.location} at {self.tag}" if self.kind == "git" else self.location
+
+
+@dataclass(frozen=True)
+class CriuOptions:
+    source: Source
+    prefix: Path
+    workdir: Path
+    jobs: int
+    force: bool
+
+    @property
+    def installed_binary(self) -> Path:
+        return self.prefix / "sbin" / "criu"
+
+    @property
+    def tree(self) -> Path:
+        return self.workdir / "src"
+
+
+def choose_source(source: Path | None, repo: str | None, tag: str | None) -> Source:
+    """Validate --source/--repo/--tag (bad input raises) and say where the tree comes from."""
+    if source is not None:
+        if repo or tag:
+            raise KcheckError("--source takes a local tree or tarball; drop --repo/--tag, or drop --source")
+        return _local_source(source.absolute())
+    upstream, releases = known_releases()
+    if tag is None:
+        if repo is not None:
+            raise KcheckError(f"--repo {repo}: name the release with --tag (e.g. --tag {releases[0].tag})")
+        release = default_release(os.uname().release)
+        return Source("git", upstream, release.tag, release.commit)
+    known = next((r for r in releases if r.tag == tag and (repo in (None, upstream))), None)
+    return Source("git", repo or upstream, tag, known.commit if known else None)
+
+
+def _local_source(path: Path) -> Source:
+    if path.is_dir():
+        if missing := [m for m in TREE_MARKERS if not (path / m).is_file()]:
+            raise KcheckError(
+                f"--source {path} is not a CRIU source tree (no {', '.join(missing)}); "
+                "pass the top of a criu checkout or a release tarball"
+            )
+        return Source("tree", str(path))
+    try:
+        with tarfile.open(path) as archive:
+            names = archive.getnames()
+    except FileNotFoundError:
+        raise KcheckError(f"--source {path}: no such file or directory") from None
+    except (tarfile.TarError, EOFError):
+        raise KcheckError(
+            f"--source {path} is not a tar archive (plain, gzip, bzip2 or xz); "
+            "pass a criu release tarball or tree"
+        ) from None
+    except OSError as exc:
+        raise KcheckError(f"--source {path} is unreadable ({exc.strerror}); check its permissions") from None
+    if _tarball_top(names) is None:
+        raise KcheckError(
+            f"--source {path} does not hold a CRIU source tree (no */{VERSIONS_FILE}); "
+            "pass a criu release tarball, e.g. criu-4.2.tar.xz"
+        )
+    return Source("tarball", str(path))
+
+
+def _tarball_top(names: list[str]) -> str | None:
+    """The archive's top directory when it is a criu tree, e.g. criu-4.2."""
+    members = {name.removeprefix("./") for name in names}
+    for name in members:
+        top, _, rest = name.partition("/")
+        if rest == VERSIONS_FILE and all(f"{top}/{marker}" in members for marker in TREE_MARKERS):
+            return top
+    return None
+
+
+def tree_version(tree: Path) -> str:
+    """CRIU_VERSION as Makefile.versions builds it (major.minor[.sublevel][.extra])."""
+    values: dict[str, str] = {}
+    for line in (tree / VERSIONS_FILE).read_text(errors="replace").splitlines():
+        key, sep, value = line.partition(":=")
+        if sep:
+            values[key.strip()] = value.strip()
+    parts = [values.get(f"CRIU_VERSION_{part}", "") for part in ("MAJOR", "MINOR", "SUBLEVEL", "EXTRA")]
+    return ".".join(part for part in parts if part) or "unknown"
+
+
+def check_prefix(prefix: Path) -> None:
+    """Bad input when the install would overwrite the distro's criu or cannot be written."""
+    binary = prefix / "sbin" / "criu"
+    for distro in DISTRO_CRIU:
+        if binary.resolve() == distro.resolve():
+            raise KcheckError(
+                f"--prefix {prefix} would overwrite the distro's {distro}; "
+                f"install beside it (default {DEFAULT_PREFIX}), then put {DEFAULT_PREFIX}/sbin first on PATH"
+            )
+    existing = existing_ancestor(prefix)
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise KcheckError(
+            f"--prefix {prefix}: {existing} is not a writable directory; "
+            "run as root or pass a --prefix you own"
+        )
+
+
+def check_workdir(workdir: Path) -> None:
+    existing = existing_ancestor(workdir)
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise KcheckError(f"--workdir {workdir}: {existing} is not a writable directory; pass another")
+
+
+def preflight(options: CriuOptions) -> None:
+    """Every refusal before anything is written (exit 3)."""
+    wanted = [*CRIU_REQUIREMENTS, *([GIT] if options.source.kind == "git" else [])]
+    refuse_missing([req for req in wanted if not req.present()], "CRIU build dependencies")
+    check_prefix(options.prefix)
+    check_workdir(options.workdir)
+    if options.jobs < 1:
+        raise KcheckError(f"--jobs {options.jobs}: must be 1 or more")
+
+
+def build_command(options: CriuOptions) -> Command:
+    return Command(("make", f"-j{options.jobs}", "criu"))
+
+
+def install_command(options: CriuOptions, stage: Path) -> Command:
+    """install-criu, not install: the latter also wants asciidoc (man pages), libcriu and crit."""
+    return Command(("make", "install-criu", f"PREFIX={options.prefix}", f"DESTDIR={stage}"))
+
+
+def plan(options: CriuOptions) -> list[str]:
+    """The run as shell lines: what --dry-run prints."""
+    source = options.source
+    tree = options.tree
+    if source.kind == "git":
+        fetch = shell_line(_clone_argv(source, tree))
+    elif source.kind == "tarball":
+        fetch = f"mkdir -p {tree} && " + shell_line(
+            ["tar", "-xf", source.location, "-C", str(tree), "--strip-components", "1"]
+        )
+    else:
+        fetch = shell_line(["cp", "-a", f"{source.location}/.", str(tree)])
+    stage = options.workdir / "stage"
+    return [
+        f"# build CRIU from {source.describe()} in {options.workdir}",
+        fetch,
+        f"cd {tree}",
+        build_command(options).shell(),
+        "./criu/criu check    # must say 'Looks good.'; --force installs anyway",
+        install_command(options, stage).shell(),
+        f"# then copy {stage}{options.prefix}/... into {options.prefix}, each file renamed into place",
+        f"# record: {records_dir() / '<version>.json'}",
+    ]
+
+
+def records_dir() -> Path:
+    return state_dir() / "criu"
+
+
+def build(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str, Any]:
+    """Fetch, build, check, install, record. StageFailed (exit 1) when a step fails; the work
+    dir keeps the log, and nothing is installed unless the check passed (or --force)."""
+    source_record = _fetch(options, progress, log)
+    version = tree_version(options.tree)
+    with progress.stage("build", f"make criu {version} (-j{options.jobs})"):
+        run_command(build_command(options), options.tree, log)
+    with progress.stage("check", "criu check with the new binary"):
+        check = _check(options.tree / "criu" / "criu", log)
+    if not check["passed"]:
+        if not options.force:
+            raise StageFailed(
+                f"the new criu {version} fails `criu check`, so it was not installed: {check['first_line']}; "
+                "--force installs it anyway"
+            )
+        progress.say(f"kcheck: warning: --force: installing criu {version} although criu check failed")
+    with progress.stage("install", f"make install-criu into {options.prefix}"):
+        installed = _install(options, log)
+    record = {
+        "schema": RECORD_SCHEMA,
+        "version": version,
+        "source": source_record,
+        "prefix": str(options.prefix),
+        "binary": str(options.installed_binary),
+        "installed": installed,
+        "check": check,
+        "kernel": os.uname().release,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = records_dir() / f"{version}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KcheckError(f"cannot write the record {path}: {exc.strerror}; set KCHECK_STATE_DIR") from None
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    record["record_path"] = str(path)
+    return record
+
+
+def _fetch(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str, Any]:
+    """A fresh tree in WORKDIR/src, and what identifies it (checksum or commit)."""
+    source, tree = options.source, options.tree
+    shutil.rmtree(tree, ignore_errors=True)
+    with progress.stage("fetch", f"CRIU source from {source.describe()}"):
+        if source.kind == "tarball":
+            log.command(f"extract {source.location} into {tree}")
+            digest = _extract(Path(source.location), tree)
+            return {**asdict(source), "sha256": digest}
+        if source.kind == "tree":
+            log.command(f"copy {source.location} into {tree}")
+            shutil.copytree(source.location, tree, symlinks=True)
+            return asdict(source)
+        return {**asdict(source), "commit": _clone(source, tree, log)}
+
+
+def _extract(tarball: Path, tree: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(tarball, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            hasher.update(block)
+    with tarfile.open(tarball) as archive:
+        top = _tarball_top(archive.getnames())
+        members = []
+        for member in archive.getmembers():
+            name = member.name.removeprefix("./")
+            if name.startswith(f"{top}/"):
+                member.name = name.removeprefix(f"{top}/")
+                members.append(member)
+        tree.mkdir(parents=True)
+        archive.extractall(tree, members=members, filter="data")
+    return hasher.hexdigest()
+
+
+def _clone_argv(source: Source, tree: Path) -> list[str]:
+    """What GitPython's clone_from below runs."""
+    return ["git", "clone", "--depth=1", f"--branch={source.tag}", source.location, str(tree)]
+
+
+def _clone(source: Source, tree: Path, log: BuildLog) -> str:
+    import git  # not on the probe path
+
+    log.command(shell_line(_clone_argv(source, tree)))
+    try:
+        repo = git.Repo.clone_from(
+            source.location, tree, multi_options=["--depth=1", f"--branch={source.tag}"]
+        )
+    except git.GitCommandError as exc:
+        raise StageFailed(f"cannot clone {source.location} at {source.tag}: {exc.stderr.strip()}") from None
+    commit = repo.head.commit.hexsha
+    if source.commit and commit != source.commit:
+        raise StageFailed(
+            f"{source.location} tag {source.tag} is {commit}, not the {source.commit} kcheck knows; "
+            "the tag moved: check it, then pass --repo and --tag explicitly"
+        )
+    return commit
+
+
+def _check(binary: Path, log: BuildLog) -> dict[str, Any]:
+    log.command(shell_line([str(binary), "check"]))
+    try:
+        done = subprocess.run(
+            [str(binary), "check"], capture_output=True, text=True, errors="replace", timeout=CHECK_TIMEOUT
+        )
+        version = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=CHECK_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StageFailed(f"cannot run {binary} check: {exc}") from None
+    output = done.stderr + done.stdout
+    log.write(output)
+    return {
+        "passed": done.returncode == 0,
+        "returncode": done.returncode,
+        "version": criu_version(version.stdout),
+        "first_line": criu_first_error(output),
+    }
+
+
+def _install(options: CriuOptions, log: BuildLog) -> list[str]:
+    """make install-criu into a staging dir, then each file renamed into place; a failure puts
+    back what was replaced, so nothing is left half-installed."""
+    stage = options.workdir / "stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    run_command(install_command(options, stage), options.tree, log)
+    staged_prefix = stage / options.prefix.relative_to("/")
+    files = sorted(p for p in staged_prefix.rglob("*") if p.is_file() or p.is_symlink())
+    done: list[tuple[Path, Path | None]] = []
+    temp: Path | None = None
+    try:
+        for staged in files:
+            target = options.prefix / staged.relative_to(staged_prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            backup = None
+            if target.exists() or target.is_symlink():
+                backup = target.with_name(f".{target.name}.kcheck-old")
+                os.replace(target, backup)
+            done.append((target, backup))
+            temp = target.with_name(f".{target.name}.kcheck-new")
+            shutil.copy2(staged, temp, follow_symlinks=False)
+            os.replace(temp, target)
+            log.write(f"installed {target}")
+    except OSError as exc:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        for target, backup in reversed(done):
+            target.unlink(missing_ok=True)
+            if backup is not None:
+                os.replace(backup, target)
+        raise StageFailed(f"install into {options.prefix} failed ({exc}); nothing was left behind") from None
+    for _, backup in done:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)
+    return [str(target) for target, _ in done]
