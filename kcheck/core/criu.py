@@ -18,6 +18,7 @@ _NOISE = (
     re.compile(r"rlimit: Can't setup RLIMIT_NOFILE for self"),
 )
 _ERROR = re.compile(r"\berror\b", re.IGNORECASE)
+_LOG_TIMESTAMP = re.compile(r"^\(\d+\.\d+\)\s*")  # "(00.038095) " before each -o log line
 LOG_READ_LIMIT = 32 * 1024 * 1024  # a -v4 log of a big tree stays far below this
 
 
@@ -44,4 +45,4 @@ def log_first_error(log: Path) -> str | None:
     except OSError:
         return None
     first = criu_first_error(text)
-    return first if _ERROR.search(first) else None
+    return _LOG_TIMESTAMP.sub("", first) if _ERROR.search(first) else None

@@ -25,6 +25,7 @@ class CheckSpec:
     min_version: str | None = None  # for fixes outside the catalog
     remedy: str | None = None  # what to do when the check fails, beyond the patchset
     affects: str | None = None  # what breaks when an optional check fails
+    on_demand: bool = False  # runs only when --check or --require names it (slow, or intrusive)
 
     @property
     def needs_live(self) -> bool:
@@ -94,6 +95,18 @@ LIVE_CHECKS = (
         needs_root=True,
         remedy="install a criu release that supports this kernel (criu.org/Download)",
         affects="C/R with the installed criu",
+    ),
+    CheckSpec(
+        id="criu.trial",
+        title="criu dumps and restores a canary (overlay file, AIO ring, PID namespace)",
+        required=False,
+        source="trial",
+        verdict=verdicts.criu_trial,
+        evidence=Evidence.TOOL,
+        needs_root=True,
+        on_demand=True,
+        remedy="read criu's error above; `kcheck probe --check criu.check` for criu's own view",
+        affects="C/R with this criu on this kernel",
     ),
     CheckSpec(
         id="kernel.release",

@@ -36,8 +36,8 @@ def select_checks(
     check: Sequence[str] = (), require: Sequence[str] = (), ignore: Sequence[str] = ()
 ) -> list[CheckSpec]:
     """The checks to run, with --require/--ignore applied to their required flag."""
-    chosen = _match(check, "--check") if check else set(CHECK_IDS)
     required, ignored = _match(require, "--require"), _match(ignore, "--ignore")
+    chosen = _match(check, "--check") if check else {s.id for s in CHECKS if not s.on_demand} | required
     if left_out := sorted(required - chosen):
         raise KcheckError(
             f"--require {', '.join(left_out)}: not among the --check selection; add it to --check"
@@ -133,7 +133,7 @@ def _run_one(spec: CheckSpec, ctx: ProbeContext) -> CheckResult:
         evidence=outcome.evidence or spec.evidence,
         detail=outcome.detail,
         fix=Fix(name, min_version) if (name or min_version) else None,
-        remedy=_remedy(spec, outcome.status, name, min_version),
+        remedy=_remedy(spec, outcome, name, min_version),
     )
 
 
@@ -148,8 +148,8 @@ def _privilege_missing(spec: CheckSpec) -> str | None:
     return "needs root" if spec.needs_root and os.geteuid() != 0 else None
 
 
-def _remedy(spec: CheckSpec, status: Status, patchset: str | None, min_version: str | None) -> str | None:
-    if status not in (Status.FAIL, Status.UNKNOWN):
+def _remedy(spec: CheckSpec, outcome: Outcome, patchset: str | None, min_version: str | None) -> str | None:
+    if outcome.status not in (Status.FAIL, Status.UNKNOWN):
         return None
     parts = []
     if not spec.required and spec.affects:
@@ -158,6 +158,6 @@ def _remedy(spec: CheckSpec, status: Status, patchset: str | None, min_version: 
         parts.append(f"apply patchset {patchset} (kcheck build-kernel --patchset {patchset})")
     if min_version:
         parts.append(f"or run a kernel >= {min_version}" if patchset else f"run a kernel >= {min_version}")
-    if spec.remedy:
-        parts.append(spec.remedy)
+    if remedy := outcome.remedy or spec.remedy:
+        parts.append(remedy)
     return "; ".join(parts) or None

@@ -256,7 +256,7 @@ def start_aio(ctx: ProbeContext) -> Finisher:
     before io_destroy, whose RCU wait (~30 ms) would otherwise dominate the probe, and
     is orphaned to init so nobody waits for it.
     """
-    return _start_child("AIO probe", _aio_child, ctx.timeout, detach=True)
+    return start_child("AIO probe", _aio_child, ctx.timeout, detach=True)
 
 
 def _aio_child(report: Callable[[dict[str, Any]], None]) -> None:
@@ -267,7 +267,7 @@ def _aio_child(report: Callable[[dict[str, Any]], None]) -> None:
         context = syscalls.io_setup(16)
     except OSError as exc:
         obs["io_setup_errno"] = syscalls.errno_name(exc.errno)
-        obs["aio_max_nr"] = _read_or_none("/proc/sys/fs/aio-max-nr")
+        obs["aio_max_nr"] = read_or_none("/proc/sys/fs/aio-max-nr")
         report(obs)
         return
     live_context = context
@@ -316,7 +316,7 @@ def _destroy_ring(live_context: int, original: int) -> None:
             continue
 
 
-def _read_or_none(path: str) -> str | None:
+def read_or_none(path: str) -> str | None:
     try:
         return Path(path).read_text().strip()
     except OSError:
@@ -337,10 +337,10 @@ def start_overlay(ctx: ProbeContext) -> Finisher:
     def work(report: Callable[[dict[str, Any]], None]) -> None:
         report(_overlay_child())
 
-    return _start_child("overlay probe", work, ctx.timeout, detach=False)
+    return start_child("overlay probe", work, ctx.timeout, detach=False)
 
 
-def _start_child(
+def start_child(
     what: str, work: Callable[[Callable[[dict[str, Any]], None]], None], timeout: float, *, detach: bool
 ) -> Finisher:
     """Run `work` in a forked child; it reports one JSON observation through a pipe.
@@ -387,7 +387,7 @@ def _start_child(
         finally:
             os.close(read_end)
             if not detach:
-                _reap(pid)
+                reap(pid)
         try:
             result = json.loads(line or b"{}")
         except ValueError:
@@ -428,7 +428,7 @@ def _read_line(fd: int, deadline: float) -> bytes:
     return b"".join(chunks).split(b"\n", 1)[0]
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
@@ -518,11 +518,19 @@ def _enter_private_mount_namespace() -> bool:
     return userns
 
 
+def start_criu_trial(ctx: ProbeContext) -> Finisher:
+    """Imported only when asked for (`--check criu.trial`): it is never on the default path."""
+    from kcheck.probe.trial import start_criu_trial as start
+
+    return start(ctx)
+
+
 SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
     "release": observe_release,
     "fdinfo": observe_fdinfo,
     "config": observe_config,
     "criu": Background(start_criu),
+    "trial": Background(start_criu_trial),
     "aio": Background(start_aio),
     "overlay": Background(start_overlay),
     "image": observe_image,

@@ -8,6 +8,7 @@ import os
 from functools import cache
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
@@ -15,15 +16,18 @@ PROT_READ = 1
 MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PROT_WRITE = 2
+IOCB_CMD_PREAD = 0
 MAP_FAILED = ctypes.c_void_p(-1).value
 
-# io_setup, io_destroy, io_getevents by architecture (asm-generic numbering for arm64/riscv).
+# io_setup, io_destroy, io_getevents, io_submit by architecture (asm-generic for arm64/riscv).
 _AIO_SYSCALLS = {
-    "x86_64": (206, 207, 208),
-    "aarch64": (0, 1, 4),
-    "riscv64": (0, 1, 4),
-    "ppc64le": (227, 228, 229),
-    "s390x": (243, 244, 245),
+    "x86_64": (206, 207, 208, 209),
+    "aarch64": (0, 1, 4, 2),
+    "riscv64": (0, 1, 4, 2),
+    "ppc64le": (227, 228, 229, 230),
+    "s390x": (243, 244, 245, 246),
 }
 
 
@@ -89,7 +93,7 @@ def mremap_fixed(old: int, length: int, new: int) -> int:
     return address
 
 
-def _aio_numbers() -> tuple[int, int, int]:
+def _aio_numbers() -> tuple[int, int, int, int]:
     machine = os.uname().machine
     if machine not in _AIO_SYSCALLS:
         raise OSError(errno.ENOSYS, f"no AIO syscall numbers known for {machine}")
@@ -119,3 +123,72 @@ def io_getevents_probe(context: int) -> tuple[int, int | None]:
         None,
     )
     return (int(result), ctypes.get_errno() if result < 0 else None)
+
+
+def set_child_subreaper() -> None:
+    """Orphans in our subtree (a tree criu restored with -d) become our children to reap."""
+    if libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        _raise("prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+class _Iocb(ctypes.Structure):
+    """struct iocb (little-endian layout: aio_key before aio_rw_flags)."""
+
+    _fields_ = [
+        ("aio_data", ctypes.c_uint64),
+        ("aio_key", ctypes.c_uint32),
+        ("aio_rw_flags", ctypes.c_int32),
+        ("aio_lio_opcode", ctypes.c_uint16),
+        ("aio_reqprio", ctypes.c_int16),
+        ("aio_fildes", ctypes.c_uint32),
+        ("aio_buf", ctypes.c_uint64),
+        ("aio_nbytes", ctypes.c_uint64),
+        ("aio_offset", ctypes.c_int64),
+        ("aio_reserved2", ctypes.c_uint64),
+        ("aio_flags", ctypes.c_uint32),
+        ("aio_resfd", ctypes.c_uint32),
+    ]
+
+
+class _IoEvent(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_uint64),
+        ("obj", ctypes.c_uint64),
+        ("res", ctypes.c_int64),
+        ("res2", ctypes.c_int64),
+    ]
+
+
+def io_submit_pread(context: int, fd: int, buffer: int, length: int) -> None:
+    """Queue one read of `length` bytes at offset 0 into `buffer`."""
+    iocb = _Iocb(aio_lio_opcode=IOCB_CMD_PREAD, aio_fildes=fd, aio_buf=buffer, aio_nbytes=length)
+    pointers = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(iocb))
+    if (
+        libc().syscall(ctypes.c_long(_aio_numbers()[3]), ctypes.c_ulong(context), ctypes.c_long(1), pointers)
+        != 1
+    ):
+        _raise("io_submit")
+
+
+def io_getevents_results(context: int, wanted: int) -> list[int]:
+    """Reap up to `wanted` completed events without waiting; each event's result."""
+    events = (_IoEvent * wanted)()
+    timeout = (ctypes.c_long * 2)(0, 0)
+    count = libc().syscall(
+        ctypes.c_long(_aio_numbers()[2]),
+        ctypes.c_ulong(context),
+        ctypes.c_long(0),
+        ctypes.c_long(wanted),
+        events,
+        timeout,
+    )
+    if count < 0:
+        _raise("io_getevents")
+    return [events[i].res for i in range(count)]
+
+
+def aio_ring_pending(context: int) -> int:
+    """Completed events not yet reaped, read from the ring's header in our memory
+    (struct aio_ring: id, nr, head, tail as u32)."""
+    head, tail, size = (ctypes.c_uint32.from_address(context + offset).value for offset in (8, 12, 4))
+    return (tail - head) % size if size else 0

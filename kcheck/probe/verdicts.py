@@ -32,6 +32,7 @@ class Outcome:
     detail: str
     unobservable: bool = False
     evidence: Evidence | None = None  # when it differs from the check's own kind
+    remedy: str | None = None  # when this failure has its own fix, beyond the check's
 
 
 def _overlay_error(obs: dict[str, Any]) -> Outcome | None:
@@ -205,21 +206,86 @@ def config_option(option: str, obs: dict[str, Any]) -> Outcome:
     return Outcome(Status.FAIL, f"{option} is not set in {source}")
 
 
+PAGE_SIZE = 4096  # the canary's AIO read, one page
+BUILD_CRIU_REMEDY = (
+    "this criu is older than the kernel: build one that fits with `kcheck build-criu` "
+    "(it installs /usr/local/sbin/criu beside the distro's), then put /usr/local/sbin first on PATH"
+)
+
+
 def criu_check(obs: dict[str, Any]) -> Outcome:
     if not obs.get("installed"):
         return Outcome(Status.SKIP, "criu is not installed")
     version = criu_version(str(obs.get("version_output", ""))) or "unknown version"
+    which = f"criu {version} ({obs.get('path', 'criu')})"
     output = str(obs.get("output", ""))
     if obs.get("returncode") == 0:
-        return Outcome(Status.PASS, f"criu {version}: criu check passed ({criu_first_error(output)})")
+        return Outcome(Status.PASS, f"{which}: criu check passed ({criu_first_error(output)})")
     first = criu_first_error(output)
     # kerndat is criu's kernel feature detection: failing there means no check ran at all.
-    why = ""
+    why, remedy = "", None
     if "kerndat" in output or "kernel features detection" in output:
         why = ", before any check (its kernel feature detection failed)"
         if "vdso" in first.lower():  # criu's vDSO parser predates the kernel's layout
             why += "; this criu is too old for the kernel"
-    return Outcome(Status.FAIL, f"criu {version}: criu check exit {obs.get('returncode')}{why}: {first}")
+            remedy = BUILD_CRIU_REMEDY
+    detail = f"{which}: criu check exit {obs.get('returncode')}{why}: {first}"
+    return Outcome(Status.FAIL, detail, remedy=remedy)
+
+
+def criu_trial(obs: dict[str, Any]) -> Outcome:
+    """A real dump and restore of a canary: it must go on counting, reap its AIO event,
+    and still see its overlay file by the overlay path."""
+    if not obs.get("installed"):
+        return Outcome(
+            Status.FAIL, "criu is not installed, so nothing can be checkpointed", remedy=BUILD_CRIU_REMEDY
+        )
+    version = criu_version(str(obs.get("version_output", ""))) or "unknown version"
+    which = f"criu {version} ({obs.get('path', 'criu')})"
+    stage = obs.get("stage")
+    if stage == "canary":
+        return Outcome(Status.UNKNOWN, f"{which}: the canary did not start: {obs.get('canary_error')}")
+    for step in ("dump", "restore"):
+        result = obs.get(step)
+        if stage == step and isinstance(result, dict):
+            too_old = "vdso" in str(result.get("first_error", "")).lower()
+            return Outcome(
+                Status.FAIL,
+                f"{which}: criu {step} of the canary failed (exit {result.get('returncode')}): "
+                f"{result.get('first_error')}",
+                remedy=BUILD_CRIU_REMEDY if too_old else None,
+            )
+    if stage != "done":
+        return Outcome(Status.UNKNOWN, f"{which}: the trial stopped at {stage}")
+    before, after = obs.get("count_at_dump"), obs.get("count_after_restore")
+    if not (isinstance(before, int) and isinstance(after, int) and after > before):
+        return Outcome(
+            Status.FAIL, f"{which}: the restored canary does not count on (at dump {before}, now {after})"
+        )
+    report = obs.get("canary_report")
+    if not isinstance(report, dict):
+        return Outcome(
+            Status.FAIL, f"{which}: the restored canary did not answer (counted {before} -> {after})"
+        )
+    expected, link = obs.get("expected_path"), report.get("fd_link")
+    if link != expected:
+        return Outcome(
+            Status.FAIL, f"{which}: after restore the overlay file's fd link is {link}, not {expected}"
+        )
+    results = report.get("aio_results")
+    if results != [PAGE_SIZE]:
+        got = f"errno {report['aio_errno']}" if report.get("aio_errno") else f"events {results}"
+        return Outcome(
+            Status.FAIL,
+            f"{which}: after restore the AIO ring gave {got}, not the one completed {PAGE_SIZE}-byte read",
+        )
+    dump, restore = obs.get("dump") or {}, obs.get("restore") or {}
+    return Outcome(
+        Status.PASS,
+        f"{which}: dumped and restored a canary (PID namespace, overlay file open and mmapped, AIO ring "
+        f"with a completed event) in {dump.get('seconds')}s + {restore.get('seconds')}s; "
+        f"it counted on from {before} to {after}, reaped its AIO read, and its fd still names {link}",
+    )
 
 
 def kernel_release(obs: dict[str, Any]) -> Outcome:
