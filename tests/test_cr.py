@@ -12,7 +12,17 @@ import pytest
 from conftest import run_kcheck
 from fakes.harness import FakeHost, docker_container, podman_container
 
-QUERIES = (["container", "inspect"], ["container", "exists"], ["info", "--format"])
+QUERIES = (["container", "inspect"], ["container", "exists"], ["info", "--format"], ["version", "--format"])
+OLD_DOCKER = "17.03.0-ce"  # the last docker that restored from a custom --checkpoint-dir
+
+
+def prepare(host: FakeHost, engine: str, args: list[str]) -> None:
+    """A restore needs a stopped container; --dir needs a docker that can restore from it."""
+    if args[0] == "restore" and len(args) > 1 and not args[1].startswith("-"):
+        host.set_running(engine, args[1], False)
+    if "--dir" in args:
+        host.state["docker"]["version"] = OLD_DOCKER
+        host.save()
 
 
 @pytest.fixture
@@ -56,6 +66,7 @@ def error_line(done) -> str:
     ],
 )
 def test_docker_runs_the_native_command(host, args, expected):
+    prepare(host, "docker", args)
     done = cr(host, *args)
     assert done.returncode == 0, done.stderr
     assert changes(host, "docker") == [expected]
@@ -82,6 +93,7 @@ def test_docker_is_auto_detected_when_podman_does_not_know_the_container(host):
     ],
 )
 def test_podman_runs_its_command_when_it_knows_the_container(host, args, expected):
+    prepare(host, "podman", args)
     done = cr(host, *args)
     assert done.returncode == 0, done.stderr
     assert changes(host, "podman") == [expected]
@@ -107,6 +119,7 @@ def test_podman_import_restores_from_the_archive_without_a_container_argument(
 
 
 def test_dry_run_prints_shell_lines_and_runs_nothing(host):
+    prepare(host, "docker", ["checkpoint", "--dir"])
     done = cr(host, "checkpoint", "web", "--dry-run", "--name", "cp1", "--dir", "/srv/my checkpoints")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "docker checkpoint create --checkpoint-dir '/srv/my checkpoints' web cp1\n"
@@ -163,6 +176,7 @@ def test_docker_without_experimental_daemon_is_refused_with_the_daemon_json_line
 def test_docker_without_criu_is_refused(tmp_path):
     host = FakeHost(tmp_path / "fake", ("docker",), system_tools=False)
     host.add_container("docker", docker_container("web", tmp_path / "layers"))
+    host.set_running("docker", "web", False)
     done = cr(host, "restore", "web")
     assert done.returncode == 1
     assert "criu is not installed" in error_line(done)
@@ -206,7 +220,8 @@ def test_unknown_container_is_bad_input(host, engine):
 
 
 def test_engine_not_installed_is_bad_input(tmp_path):
-    host = FakeHost(tmp_path / "fake", ("docker", "criu"))
+    """Its own PATH: FAKE docker and criu, no system directories, so no real podman."""
+    host = FakeHost(tmp_path / "fake", ("docker", "criu"), system_tools=False)
     done = cr(host, "checkpoint", "web", "--engine", "podman")
     assert done.returncode == 3
     assert error_line(done) == (
@@ -276,6 +291,7 @@ def test_preflight_refuses_on_a_kernel_that_fails_a_required_check(host, tmp_pat
 def test_preflight_also_refuses_a_dry_run(host, tmp_path):
     config = tmp_path / "config"
     config.write_text("CONFIG_NAMESPACES=y\n")
+    host.set_running("podman", "pod1", False)
     done = cr(host, "restore", "pod1", "--dry-run", "--config", str(config))
     assert done.returncode == 1
     assert done.stdout == ""

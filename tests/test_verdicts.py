@@ -128,6 +128,7 @@ def test_criu_too_old_shows_first_error_verbatim():
         "criu check exit 1, before any check (its kernel feature detection failed); this criu is too "
         "old for the kernel: Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
     )
+    assert "kcheck build-criu" in outcome.remedy
 
 
 def test_criu_failing_feature_detection_for_another_reason_is_not_called_too_old():
@@ -151,8 +152,16 @@ def test_criu_failing_feature_detection_for_another_reason_is_not_called_too_old
 
 def test_criu_other_failures_are_not_called_too_old():
     output = "Error (criu/cr-check.c:100): UFFD is not supported\n"
-    obs = {"installed": True, "version_output": "Version: 4.0\n", "returncode": 1, "output": output}
-    assert verdicts.criu_check(obs).detail == f"criu 4.0: criu check exit 1: {output.strip()}"
+    obs = {
+        "installed": True,
+        "path": "/usr/local/sbin/criu",
+        "version_output": "Version: 4.0\n",
+        "returncode": 1,
+        "output": output,
+    }
+    outcome = verdicts.criu_check(obs)
+    assert outcome.detail == f"criu 4.0 (/usr/local/sbin/criu): criu check exit 1: {output.strip()}"
+    assert outcome.remedy is None  # not the too-old vDSO failure: building criu would not help
 
 
 def test_criu_states():
@@ -218,3 +227,66 @@ def test_aio_verdicts_total_on_malformed_proc_text(maps, context, setup, remap, 
 def test_criu_verdict_total(output, returncode):
     obs = {"installed": True, "version_output": output, "returncode": returncode, "output": output}
     assert verdicts.criu_check(obs).status in (Status.PASS, Status.FAIL)
+
+
+TRIAL_DONE = {
+    "installed": True,
+    "path": "/opt/criu/sbin/criu",
+    "version_output": "Version: 4.2\n",
+    "stage": "done",
+    "dump": {"returncode": 0, "seconds": 0.15},
+    "restore": {"returncode": 0, "seconds": 0.1},
+    "count_at_dump": 12,
+    "count_after_restore": 15,
+    "expected_path": "/tmp/t/merged/canary",
+    "canary_report": {"fd_link": "/tmp/t/merged/canary", "aio_results": [4096]},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "detail"),
+    [
+        (
+            {},
+            Status.PASS,
+            "it counted on from 12 to 15, reaped its AIO read, and its fd still names /tmp/t/merged/",
+        ),
+        (
+            {"count_after_restore": 12},
+            Status.FAIL,
+            "the restored canary does not count on (at dump 12, now 12)",
+        ),
+        (
+            {"canary_report": {"fd_link": "/tmp/t/upper/canary", "aio_results": [4096]}},
+            Status.FAIL,
+            "the overlay file's fd link is /tmp/t/upper/canary, not /tmp/t/merged/canary",
+        ),
+        (
+            {"canary_report": {"fd_link": "/tmp/t/merged/canary", "aio_results": [], "aio_errno": 22}},
+            Status.FAIL,
+            "the AIO ring gave errno 22, not the one completed 4096-byte read",
+        ),
+        (
+            {"stage": "dump", "dump": {"returncode": 1, "first_error": "Error (criu/vdso.c:381): vdso: x"}},
+            Status.FAIL,
+            "criu dump of the canary failed (exit 1): Error (criu/vdso.c:381): vdso: x",
+        ),
+        (
+            {"stage": "canary", "canary_error": "no overlay"},
+            Status.UNKNOWN,
+            "the canary did not start: no overlay",
+        ),
+    ],
+)
+def test_criu_trial_outcomes(change, status, detail):
+    outcome = verdicts.criu_trial(TRIAL_DONE | change)
+    assert outcome.status == status
+    assert outcome.detail.startswith("criu 4.2 (/opt/criu/sbin/criu): ")
+    assert detail in outcome.detail
+    assert (outcome.remedy == verdicts.BUILD_CRIU_REMEDY) == ("vdso" in detail)
+
+
+def test_criu_trial_without_criu_fails_and_names_build_criu():
+    outcome = verdicts.criu_trial({"installed": False})
+    assert outcome.status == Status.FAIL
+    assert "kcheck build-criu" in outcome.remedy

@@ -227,7 +227,7 @@ def run_criu(args: argparse.Namespace) -> int:
         raise exc from None
     finally:
         log.close()
-    check = record["check"]["first_line"]
+    check = record["check"]["summary"]
     progress.say(f"installed criu {record['version']} as {record['binary']} (criu check: {check})")
     progress.say(f"record: {record['record_path']}")
     progress.say(f"use it: put {options.prefix / 'sbin'} first on PATH; then `kcheck probe` shows it")

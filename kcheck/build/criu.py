@@ -266,7 +266,7 @@ def build(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str, 
     if not check["passed"]:
         if not options.force:
             raise StageFailed(
-                f"the new criu {version} fails `criu check`, so it was not installed: {check['first_line']}; "
+                f"the new criu {version} fails `criu check`, so it was not installed: {check['summary']}; "
                 "--force installs it anyway"
             )
         progress.say(f"kcheck: warning: --force: installing criu {version} although criu check failed")
@@ -368,8 +368,13 @@ def _check(binary: Path, log: BuildLog) -> dict[str, Any]:
         "passed": done.returncode == 0,
         "returncode": done.returncode,
         "version": criu_version(version.stdout),
-        "first_line": criu_first_error(output),
+        # criu's verdict line ("Looks good.") on a pass; its first error on a failure.
+        "summary": criu_first_error(output) if done.returncode else _last_line(done.stdout),
     }
+
+
+def _last_line(text: str) -> str:
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
 
 
 def _install(options: CriuOptions, log: BuildLog) -> list[str]:

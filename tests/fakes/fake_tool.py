@@ -5,12 +5,13 @@ works on this kernel.
 
 Every call is appended to $KCHECK_FAKE_STATE/calls.jsonl as {"tool", "argv"}; answers come
 from $KCHECK_FAKE_STATE/state.json:
-  {"docker": {"containers": [inspect objects], "experimental": true},
+  {"docker": {"containers": [inspect objects], "experimental": true, "version": "20.10.24"},
    "podman": {"containers": [...]},
    "criu": {"version": "4.1", "check_output": "Looks good.", "check_returncode": 0},
    "fail": {"criu restore": {"returncode": 1, "stderr": "..."}}}   # by argv prefix
-A FAKE criu restore also records which filesystems are mounted at its --root and what is
-in it, so a test can see the real overlay and bind mounts kcheck made for it.
+Like the real engines, a checkpoint (without --leave-running / -R) stops the container and a
+restore starts it: State.Running changes in state.json. A FAKE criu restore also records
+which filesystems are mounted at its --root and what is in it.
 """
 
 import json
@@ -75,7 +76,29 @@ def main() -> int:
         return 0
     if argv[:1] == ["info"]:
         print(json.dumps(engine.get("experimental", True)))
+    if argv[:1] == ["version"]:
+        print(engine.get("version", "20.10.24"))
+    _change_state(tool, argv, state)
     return 0
+
+
+def _change_state(tool: str, argv: list[str], state: dict) -> None:
+    """What a successful checkpoint or restore does to the container's State.Running."""
+    containers = state.get(tool, {}).get("containers", [])
+    if argv[:2] in (["checkpoint", "create"], ["container", "checkpoint"]):
+        running = "--leave-running" in argv or "-R" in argv
+    elif argv[:2] in (["start", "--checkpoint"], ["container", "restore"]):
+        running = True
+    else:
+        return
+    if "-i" in argv:  # podman --import: the container comes from the archive
+        name = option(argv, "-n") if "-n" in argv else "imported"
+        containers.append({"Id": (name.encode().hex() * 64)[:64], "Name": name, "State": {"Running": True}})
+    else:
+        container = find(containers, argv[-1])
+        if container is not None:
+            container["State"]["Running"] = running
+    (STATE / "state.json").write_text(json.dumps(state))
 
 
 if __name__ == "__main__":

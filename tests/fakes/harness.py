@@ -50,6 +50,13 @@ class FakeHost:
         self.state[engine]["containers"].append(container)
         self.save()
 
+    def set_running(self, engine: str, name: str, running: bool) -> None:
+        """Stop or start a FAKE container, as a checkpoint or restore would."""
+        for container in self.state[engine]["containers"]:
+            if container["Name"].lstrip("/") == name:
+                container["State"]["Running"] = running
+        self.save()
+
     def fail(self, prefix: str, stderr: str, returncode: int = 1) -> None:
         """Make the FAKE calls whose `tool argv...` starts with prefix fail this way."""
         self.state.setdefault("fail", {})[prefix] = {"stderr": stderr, "returncode": returncode}
