@@ -1,7 +1,11 @@
 """`kcheck cr checkpoint/restore/list` with docker and podman, as users run it.
 
-The docker and podman engines are FAKEs (tests/fakes/fake_tool.py) that record their argv;
-the pre-flight is the real probe of this kernel.
+The docker and podman engines here are FAKEs (tests/fakes/fake_tool.py) that record their
+argv; the pre-flight is the real probe of this kernel. The real engines run the real C/R in
+test_cr_real.py. The fakes remain for what the real stack here cannot be made to show: a
+docker older than 17.12 (which restores from --checkpoint-dir), a daemon without experimental
+features, a daemon without criu, an engine command that fails on demand, and every option
+combination's exact command line, checked in milliseconds instead of a container's lifetime.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def prepare(host: FakeHost, engine: str, args: list[str]) -> None:
 def host(tmp_path) -> FakeHost:
     """FAKE docker, podman and criu first on PATH: docker runs 'web', podman runs 'pod1'."""
     fake = FakeHost(tmp_path / "fake", ("docker", "podman", "criu"))
-    fake.add_container("docker", docker_container("web", tmp_path / "layers"))
+    fake.add_container("docker", docker_container("web"))
     fake.add_container("podman", podman_container("pod1"))
     return fake
 
@@ -175,7 +179,7 @@ def test_docker_without_experimental_daemon_is_refused_with_the_daemon_json_line
 
 def test_docker_without_criu_is_refused(tmp_path):
     host = FakeHost(tmp_path / "fake", ("docker",), system_tools=False)
-    host.add_container("docker", docker_container("web", tmp_path / "layers"))
+    host.add_container("docker", docker_container("web"))
     host.set_running("docker", "web", False)
     done = cr(host, "restore", "web")
     assert done.returncode == 1

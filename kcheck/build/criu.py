@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kcheck.build.gitops import StageFailed
 from kcheck.build.kbuild import Command, run_command
 from kcheck.build.options import state_dir
 from kcheck.build.preflight import Requirement, existing_ancestor, refuse_missing
@@ -29,7 +28,7 @@ from kcheck.build.progress import BuildLog, Progress, shell_line
 from kcheck.core.criu import criu_first_error, criu_version
 from kcheck.core.output import write_atomic
 from kcheck.core.release import parse_release, parse_version
-from kcheck.errors import KcheckError
+from kcheck.errors import KcheckError, StageFailed
 
 RECORD_SCHEMA = "kcheck.criu-build/1"
 DEFAULT_PREFIX = Path("/usr/local")

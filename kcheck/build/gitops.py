@@ -14,19 +14,12 @@ from pathlib import Path
 import git
 
 from kcheck.build.progress import BuildLog, shell_line
-from kcheck.core.result import ExitCode
-from kcheck.errors import KcheckError
+from kcheck.errors import KcheckError, StageFailed
 from kcheck.patchsets.audit import git_reason
 from kcheck.patchsets.catalog import Commit
 
 REMOTE = "kcheck-upstream"
 FETCHED_REF_PREFIX = "refs/kcheck/upstream/"
-
-
-class StageFailed(KcheckError):
-    """A stage could not finish (git or make failed): exit 1, the log says why."""
-
-    exit_code = ExitCode.NOT_READY
 
 
 class TreeGit:

@@ -11,11 +11,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kcheck.build.gitops import StageFailed
 from kcheck.build.options import BuildOptions, ConfigSetting
 from kcheck.build.progress import BuildLog, shell_line
 from kcheck.core.procparse import parse_kconfig
-from kcheck.errors import KcheckError
+from kcheck.errors import KcheckError, StageFailed
 
 BUILD_USER = "kcheck"
 BUILD_HOST = "kcheck"

@@ -24,13 +24,13 @@ import git
 
 from kcheck import __version__
 from kcheck.build import gitops, kbuild, plan
-from kcheck.build.gitops import StageFailed, TreeGit
+from kcheck.build.gitops import TreeGit
 from kcheck.build.options import BuildOptions, records_dir
 from kcheck.build.progress import BuildLog, Progress, shell_line
 from kcheck.build.state import BuildState, Stage, StageStatus
 from kcheck.core.output import write_atomic
 from kcheck.core.procparse import parse_kconfig
-from kcheck.errors import KcheckError
+from kcheck.errors import KcheckError, StageFailed
 from kcheck.patchsets.audit import AuditStatus, Finding, git_reason
 from kcheck.patchsets.catalog import Patchset
 

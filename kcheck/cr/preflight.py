@@ -13,23 +13,27 @@ from kcheck.core.render import STATUS_LABEL
 from kcheck.core.result import Report, Status, Verdict
 from kcheck.cr.runner import Refused
 
-CRIU_CHECK = "criu.check"
+# External C/R runs the criu on PATH itself: it must pass its own check and a real trial.
+EXTERNAL_REQUIRES = ["criu.check", "criu.trial"]
 
 
 def run_preflight(action: str, external: bool, config: Path | None, catalog: Path | None) -> None:
     """Probe the running kernel; refuse (exit 1) unless every required check passes.
 
-    External C/R runs the installed criu itself, so `criu check` is required too.
+    External C/R runs the installed criu itself, so `criu check` and a trial dump and
+    restore of a canary are required too.
     """
     from kcheck.probe.engine import probe_setup, run_probe, select_checks
 
-    specs = [spec for spec in select_checks(require=[CRIU_CHECK] if external else []) if spec.required]
+    extra = EXTERNAL_REQUIRES if external else []
+    specs = [spec for spec in select_checks(require=extra) if spec.required]
     report = run_probe(specs, probe_setup(catalog, config))
     if report.verdict != Verdict.READY:
         raise Refused(refusal(action, report))
+    among = f", {' and '.join(extra)} among them" if extra else ""
     print(
         f"kcheck: pre-flight: kernel {report.kernel.get('release')} is ready "
-        f"({len(report.checks)} required checks pass)",
+        f"({len(report.checks)} required checks pass{among})",
         file=sys.stderr,
     )
 

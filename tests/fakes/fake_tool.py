@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """FAKE docker, FAKE podman and FAKE criu for the kcheck cr tests: one script, linked under
-each name. They stand in for what cannot run here: a container engine, and a criu that
-works on this kernel.
+each name. They stand in for engine states the real stack here cannot show (an old or
+misconfigured daemon, a command failing on demand); test_cr.py says which, and why.
 
 Every call is appended to $KCHECK_FAKE_STATE/calls.jsonl as {"tool", "argv"}; answers come
 from $KCHECK_FAKE_STATE/state.json:
   {"docker": {"containers": [inspect objects], "experimental": true, "version": "20.10.24"},
    "podman": {"containers": [...]},
    "criu": {"version": "4.1", "check_output": "Looks good.", "check_returncode": 0},
-   "fail": {"criu restore": {"returncode": 1, "stderr": "..."}}}   # by argv prefix
+   "fail": {"docker checkpoint create": {"returncode": 1, "stderr": "..."}}}   # by argv prefix
 Like the real engines, a checkpoint (without --leave-running / -R) stops the container and a
-restore starts it: State.Running changes in state.json. A FAKE criu restore also records
-which filesystems are mounted at its --root and what is in it.
+restore starts it: State.Running changes in state.json.
 """
 
 import json
@@ -20,16 +19,6 @@ import sys
 from pathlib import Path
 
 STATE = Path(os.environ["KCHECK_FAKE_STATE"])
-
-
-def mounts_at(path: str) -> list[str]:
-    """Filesystem types mounted at path, bottom first (from this namespace's mountinfo)."""
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        head, _, tail = line.partition(" - ")
-        if head.split()[4] == path:
-            found.append(tail.split()[0])
-    return found
 
 
 def option(argv: list[str], name: str) -> str:
@@ -44,11 +33,6 @@ def main() -> int:
     tool, argv = Path(sys.argv[0]).name, sys.argv[1:]
     state = json.loads((STATE / "state.json").read_text())
     record = {"tool": tool, "argv": argv}
-    if tool == "criu" and argv[:1] == ["restore"]:
-        root = option(argv, "--root")
-        record["mounts_at_root"] = mounts_at(root)
-        record["root_listing"] = sorted(os.listdir(root))
-        Path(option(argv, "--pidfile")).write_text("4242\n")
     with open(STATE / "calls.jsonl", "a") as calls:
         calls.write(json.dumps(record) + "\n")
 
