@@ -120,6 +120,9 @@ def test_podman_import_restores_from_the_archive_without_a_container_argument(
     assert done.returncode == 0, done.stderr
     assert changes(host, "podman") == [["container", "restore", "-i", str(archive), *expected_tail]]
     assert host.argvs("docker") == []
+    # then it checks that the restored container runs: by --new-name, else by the id podman printed
+    restored = "web2" if "--new-name" in extra else (b"imported".hex() * 64)[:64]
+    assert host.argvs("podman")[-1] == ["container", "inspect", restored]
 
 
 def test_dry_run_prints_shell_lines_and_runs_nothing(host):

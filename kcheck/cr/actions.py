@@ -180,10 +180,10 @@ def checkpoint(req: Request) -> int:
 def _confirm_running(engine: str, container: str) -> None:
     """The engine said done: check that the container really runs (docker exits 0 for a
     `start --checkpoint` that did nothing)."""
-    if not engines.is_running(engines.inspect(engine, container)):
+    if not container or not engines.is_running(engines.inspect(engine, container)):
         raise Refused(
-            f"{engine} reported the restore done, but container {container} is not running; "
-            f"see `{engine} logs {container}` and `{engine} inspect {container}`"
+            f"{engine} reported the restore done, but container {container or '(no id printed)'} "
+            f"is not running; see `{engine} ps -a` and `{engine} logs`"
         )
 
 
@@ -205,7 +205,7 @@ def restore(req: Request) -> int:
         else:
             engines.refuse_running(engines.inspect("podman", container), "podman", container)
         _preflight(req, external_cr=False)
-        runner.run(
+        output = runner.run(
             engines.podman_restore_argv(
                 req.container,
                 req.import_file and req.import_file.absolute(),
@@ -213,8 +213,9 @@ def restore(req: Request) -> int:
                 req.tcp_established,
             )
         )
-        restored = req.new_name if req.import_file else container
-        if restored and not req.dry_run:
+        if not req.dry_run:
+            # An import without --new-name keeps the archive's name: podman prints the new id.
+            restored = container if not req.import_file else req.new_name or (output.split() or [""])[-1]
             _confirm_running("podman", restored)
     else:
         images = external.image_dir(req.directory, container, req.checkpoint_name)

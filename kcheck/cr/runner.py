@@ -46,22 +46,26 @@ class Runner:
 
     dry_run: bool
 
-    def run(self, argv: list[str], log: Path | None = None) -> None:
-        """Run argv; on failure raise Refused with its stderr's last lines (and its log file)."""
+    def run(self, argv: list[str], log: Path | None = None) -> str:
+        """Run argv and pass its output on; return its stdout ('' under --dry-run). On failure
+        raise Refused with its stderr's last lines (and its log file's first error)."""
         line = shlex.join(argv)
         if self.dry_run:
             print(line, flush=True)
-            return
+            return ""
         print(f"kcheck: run: {line}", file=sys.stderr, flush=True)
-        # stderr goes to a file, not a pipe: `criu restore -d` leaves daemons behind,
+        # Output goes to files, not pipes: `criu restore -d` leaves daemons behind,
         # and a pipe they inherited would never reach EOF.
-        with tempfile.TemporaryFile("w+") as stderr:
+        with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
             try:
-                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=stderr).returncode
+                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr).returncode
             except OSError as exc:
                 raise KcheckError(f"cannot run {argv[0]}: {exc.strerror}; is it installed?") from None
+            stdout.seek(0)
             stderr.seek(0)
-            errors = stderr.read()
+            output, errors = stdout.read(), stderr.read()
+        sys.stdout.write(output)
+        sys.stdout.flush()
         if code != 0:
             # criu writes its errors to its -o log, not to stderr: show the first that matters.
             logged = log_first_error(log) if log else None
@@ -69,6 +73,7 @@ class Runner:
             where = f"\nsee {log}" if log else ""
             raise Refused(f"{line} failed (exit {code}):\n{shown or tail(errors)}{where}")
         sys.stderr.write(errors)
+        return output
 
     def note(self, text: str) -> None:
         """Something kcheck does itself (no command): a comment in the dry-run script."""

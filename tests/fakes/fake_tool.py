@@ -75,9 +75,10 @@ def _change_state(tool: str, argv: list[str], state: dict) -> None:
         running = True
     else:
         return
-    if "-i" in argv:  # podman --import: the container comes from the archive
+    if "-i" in argv:  # podman --import: the container comes from the archive; podman prints its id
         name = option(argv, "-n") if "-n" in argv else "imported"
         containers.append({"Id": (name.encode().hex() * 64)[:64], "Name": name, "State": {"Running": True}})
+        print(containers[-1]["Id"])
     else:
         container = find(containers, argv[-1])
         if container is not None:
