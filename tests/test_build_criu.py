@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
+import git
 import pytest
-from conftest import requires_root, run_kcheck
+from conftest import kcheck_argv, requires_root, run_kcheck
 from realstack import CRIU_STATE, CRIU_TARBALL, built_criu
 
 FAKE_MAKEFILE = """\
@@ -161,6 +164,66 @@ def test_an_install_replaces_the_binary_and_records_it(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Version: 9.9" in (prefix / "sbin" / "criu").read_text()
     assert f"installed criu 9.9 as {prefix / 'sbin' / 'criu'} (criu check: Looks good.)" in done.stdout
+    assert sorted(p.name for p in (prefix / "sbin").iterdir()) == ["criu"]  # no backup, no temp left
+    record = json.loads((tmp_path / "state" / "criu" / "9.9.json").read_text())
+    assert record["check"]["passed"] is True and record["binary"] == str(prefix / "sbin" / "criu")
+    assert not (tmp_path / "work" / "stage").exists()
+
+
+def test_a_repository_that_is_not_criu_fails_the_fetch_and_installs_nothing(tmp_path):
+    """A real local git repository with the tag asked for, but no CRIU in it."""
+    repo = git.Repo.init(tmp_path / "repo")
+    (tmp_path / "repo" / "README").write_text("not criu\n")
+    repo.index.add(["README"])
+    repo.index.commit("not criu")
+    repo.create_tag("v9.9")
+    prefix = tmp_path / "opt"
+    done = build_criu(tmp_path, "--repo", str(tmp_path / "repo"), "--tag", "v9.9", "--prefix", str(prefix))
+    assert done.returncode == 1
+    assert "is not a CRIU source tree (no Makefile.versions, criu/Makefile, Makefile.install)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not prefix.exists() and not (tmp_path / "state").exists()
+
+
+@pytest.fixture
+def open_dir():
+    """A directory user nobody can reach (pytest's tmp_path is root's only)."""
+    path = Path(tempfile.mkdtemp(prefix="kcheck-nobody-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@requires_root
+def test_a_real_run_needs_root_but_its_plan_does_not(open_dir):
+    tmp_path = open_dir
+    tree = fake_criu_tree(tmp_path / "src")
+    args = ["--source", str(tree), "--prefix", str(tmp_path / "opt"), "--workdir", str(tmp_path / "work")]
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *kcheck_argv(), "build-criu"]
+    for directory in ("opt", "work"):
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory).chmod(0o777)
+    env = {**os.environ, "NO_COLOR": "1", "KCHECK_STATE_DIR": str(tmp_path / "opt")}
+    plan = subprocess.run([*nobody, *args, "--dry-run"], capture_output=True, text=True, env=env)
+    assert plan.returncode == 0, plan.stderr
+    run = subprocess.run([*nobody, *args], capture_output=True, text=True, env=env)
+    assert run.returncode == 3
+    assert "`criu check`, which needs root: run it as root" in run.stderr
+    assert list((tmp_path / "opt").iterdir()) == [] and list((tmp_path / "work").iterdir()) == []
+    tree.chmod(0o700)  # a source nobody cannot read: one line, not a traceback
+    unreadable = subprocess.run([*nobody, *args, "--dry-run"], capture_output=True, text=True, env=env)
+    assert unreadable.returncode == 3
+    assert (
+        unreadable.stderr
+        == f"kcheck: error: --source {tree} is unreadable (Permission denied); check its permissions\n"
+    )
+
+
+def test_the_plan_quotes_paths(tmp_path):
+    tree = fake_criu_tree(tmp_path / "src")
+    done = build_criu(tmp_path / "with space", "--source", str(tree), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"cd '{tmp_path}/with space/work/src'" in done.stdout.splitlines()
 
 
 @requires_root

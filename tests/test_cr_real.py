@@ -219,10 +219,10 @@ def test_external_dump_into_a_full_dir_fails_with_criu_error_and_the_container_g
         assert docker.running(counter)
         before = docker.counts(counter)
         wait_for(lambda: len(docker.counts(counter)) > len(before), "the counter to go on")
-        if (directory / "kcheck" / "dump.log").exists():
-            again = cr(docker, "restore", counter, "--engine", "external", "--dir", str(directory))
-            assert again.returncode == 3
-            assert "failed, so there is nothing to restore" in again.stderr
+        assert (directory / "kcheck" / "dump.log").exists()
+        again = cr(docker, "restore", counter, "--engine", "external", "--dir", str(directory))
+        assert again.returncode == 3
+        assert "failed, so there is nothing to restore" in again.stderr
     finally:
         subprocess.run(["umount", str(directory)], check=True)
 

@@ -4,6 +4,7 @@ Either way nothing may be left: no process, no mount, no scratch directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
@@ -19,9 +20,12 @@ pytestmark = requires_root
 def leftovers() -> list[str]:
     """Anything a trial could leave: scratch dirs, mounts, canary processes."""
     scratch = [str(p) for p in Path(tempfile.gettempdir()).glob("kcheck-trial-*")]
-    mounts = [
-        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "kcheck-trial" in line
-    ]
+    mounts = []  # in any namespace: the trial's mounts live in a private one
+    for table in Path("/proc").glob("[0-9]*/mountinfo"):
+        with contextlib.suppress(OSError):  # the process is gone
+            mounts += [
+                f"{table}: {line}" for line in table.read_text().splitlines() if "kcheck-trial" in line
+            ]
     canaries = subprocess.run(["pgrep", "-f", "kcheck.probe.canary"], capture_output=True, text=True)
     return scratch + mounts + canaries.stdout.split()
 

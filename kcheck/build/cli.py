@@ -1,8 +1,8 @@
-"""`kcheck build-kernel`: argument parsing only.
+"""`kcheck build-kernel` and `kcheck build-criu`: argument parsing, and build-criu's output.
 
-GitPython and the work are imported in the handler, so `kcheck probe` never loads them.
-Options default to SUPPRESS so the handler can tell what was given (--continue and
---abort replay the saved options and refuse others).
+GitPython and the work are imported in the handlers, so `kcheck probe` never loads them.
+build-kernel's options default to SUPPRESS so its handler can tell what was given
+(--continue and --abort replay the saved options and refuse others).
 """
 
 from __future__ import annotations
@@ -210,6 +210,7 @@ def run_criu(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(criu.plan(options)))
         return 0
+    criu.preflight_run(options)
     try:
         options.workdir.mkdir(parents=True, exist_ok=True)
         log = BuildLog(options.workdir / "build.log")

@@ -8,6 +8,7 @@ on a 6.x kernel fails at once on the vDSO). The releases kcheck knows are data, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -134,8 +135,13 @@ def choose_source(source: Path | None, repo: str | None, tag: str | None) -> Sou
 
 
 def _local_source(path: Path) -> Source:
-    if path.is_dir():
-        if missing := [m for m in TREE_MARKERS if not (path / m).is_file()]:
+    try:
+        is_tree = path.is_dir()
+        missing = [m for m in TREE_MARKERS if not (path / m).is_file()] if is_tree else []
+    except OSError as exc:
+        raise KcheckError(f"--source {path} is unreadable ({exc.strerror}); check its permissions") from None
+    if is_tree:
+        if missing:
             raise KcheckError(
                 f"--source {path} is not a CRIU source tree (no {', '.join(missing)}); "
                 "pass the top of a criu checkout or a release tarball"
@@ -191,28 +197,34 @@ def check_prefix(prefix: Path) -> None:
                 f"--prefix {prefix} would overwrite the distro's {distro}; "
                 f"install beside it (default {DEFAULT_PREFIX}), then put {DEFAULT_PREFIX}/sbin first on PATH"
             )
-    existing = existing_ancestor(prefix)
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise KcheckError(
-            f"--prefix {prefix}: {existing} is not a writable directory; "
-            "run as root or pass a --prefix you own"
-        )
+    require_writable(prefix, f"--prefix {prefix}", "run as root or pass a --prefix you own")
 
 
-def check_workdir(workdir: Path) -> None:
-    existing = existing_ancestor(workdir)
+def require_writable(path: Path, what: str, fix: str) -> None:
+    """Bad input when the directory (or the parent it would be made in) cannot be written."""
+    existing = existing_ancestor(path)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise KcheckError(f"--workdir {workdir}: {existing} is not a writable directory; pass another")
+        raise KcheckError(f"{what}: {existing} is not a writable directory; {fix}")
 
 
 def preflight(options: CriuOptions) -> None:
-    """Every refusal before anything is written (exit 3)."""
+    """Every refusal of a plan before anything is written (exit 3)."""
     wanted = [*CRIU_REQUIREMENTS, *([GIT] if options.source.kind == "git" else [])]
     refuse_missing([req for req in wanted if not req.present()], "CRIU build dependencies")
     check_prefix(options.prefix)
-    check_workdir(options.workdir)
+    require_writable(options.workdir, f"--workdir {options.workdir}", "pass another --workdir")
     if options.jobs < 1:
         raise KcheckError(f"--jobs {options.jobs}: must be 1 or more")
+
+
+def preflight_run(options: CriuOptions) -> None:
+    """What only a real run needs: root for `criu check`, and a place for the record."""
+    if os.geteuid() != 0 and not options.force:
+        raise KcheckError(
+            "build-criu verifies the new binary with `criu check`, which needs root: run it as root "
+            "(--force installs without a passing check)"
+        )
+    require_writable(records_dir(), f"the record dir {records_dir()}", "set KCHECK_STATE_DIR to one")
 
 
 def build_command(options: CriuOptions) -> Command:
@@ -231,8 +243,10 @@ def plan(options: CriuOptions) -> list[str]:
     if source.kind == "git":
         fetch = shell_line(_clone_argv(source, tree))
     elif source.kind == "tarball":
-        fetch = f"mkdir -p {tree} && " + shell_line(
-            ["tar", "-xf", source.location, "-C", str(tree), "--strip-components", "1"]
+        fetch = (
+            shell_line(["mkdir", "-p", str(tree)])
+            + " && "
+            + shell_line(["tar", "-xf", source.location, "-C", str(tree), "--strip-components", "1"])
         )
     else:
         fetch = shell_line(["cp", "-a", f"{source.location}/.", str(tree)])
@@ -240,7 +254,7 @@ def plan(options: CriuOptions) -> list[str]:
     return [
         f"# build CRIU from {source.describe()} in {options.workdir}",
         fetch,
-        f"cd {tree}",
+        shell_line(["cd", str(tree)]),
         build_command(options).shell(),
         "./criu/criu check    # must say 'Looks good.'; --force installs anyway",
         install_command(options, stage).shell(),
@@ -297,15 +311,24 @@ def _fetch(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str,
     source, tree = options.source, options.tree
     shutil.rmtree(tree, ignore_errors=True)
     with progress.stage("fetch", f"CRIU source from {source.describe()}"):
-        if source.kind == "tarball":
-            log.command(f"extract {source.location} into {tree}")
-            digest = _extract(Path(source.location), tree)
-            return {**asdict(source), "sha256": digest}
-        if source.kind == "tree":
-            log.command(f"copy {source.location} into {tree}")
-            shutil.copytree(source.location, tree, symlinks=True)
-            return asdict(source)
-        return {**asdict(source), "commit": _clone(source, tree, log)}
+        try:
+            if source.kind == "tarball":
+                log.command(f"extract {source.location} into {tree}")
+                found = {**asdict(source), "sha256": _extract(Path(source.location), tree)}
+            elif source.kind == "tree":
+                log.command(f"copy {source.location} into {tree}")
+                shutil.copytree(source.location, tree, symlinks=True)
+                found = asdict(source)
+            else:
+                found = {**asdict(source), "commit": _clone(source, tree, log)}
+        except (OSError, shutil.Error, tarfile.TarError) as exc:
+            raise StageFailed(f"cannot fetch the CRIU source from {source.describe()}: {exc}") from None
+        if missing := [marker for marker in TREE_MARKERS if not (tree / marker).is_file()]:
+            raise StageFailed(
+                f"{source.describe()} is not a CRIU source tree (no {', '.join(missing)}); "
+                "pass a criu repository and release tag"
+            )
+        return found
 
 
 def _extract(tarball: Path, tree: Path) -> str:
@@ -377,35 +400,45 @@ def _last_line(text: str) -> str:
 
 
 def _install(options: CriuOptions, log: BuildLog) -> list[str]:
-    """make install-criu into a staging dir, then each file renamed into place; a failure puts
-    back what was replaced, so nothing is left half-installed."""
+    """make install-criu into a staging dir, then each file renamed into place (the old one
+    stays reachable until the rename). A failure puts back what was replaced and removes the
+    directories it made, so nothing is left half-installed."""
     stage = options.workdir / "stage"
     shutil.rmtree(stage, ignore_errors=True)
     run_command(install_command(options, stage), options.tree, log)
     staged_prefix = stage / options.prefix.relative_to("/")
     files = sorted(p for p in staged_prefix.rglob("*") if p.is_file() or p.is_symlink())
     done: list[tuple[Path, Path | None]] = []
+    made: list[Path] = []
     temp: Path | None = None
     try:
         for staged in files:
             target = options.prefix / staged.relative_to(staged_prefix)
+            missing = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
             target.parent.mkdir(parents=True, exist_ok=True)
+            made.extend(reversed(missing))
+            temp = target.with_name(f".{target.name}.kcheck-new")
+            shutil.copy2(staged, temp, follow_symlinks=False)
             backup = None
             if target.exists() or target.is_symlink():
                 backup = target.with_name(f".{target.name}.kcheck-old")
-                os.replace(target, backup)
-            done.append((target, backup))
-            temp = target.with_name(f".{target.name}.kcheck-new")
-            shutil.copy2(staged, temp, follow_symlinks=False)
+                backup.unlink(missing_ok=True)
+                os.link(target, backup, follow_symlinks=False)
+            done.append((target, backup))  # before the rename: a failed one is undone too
             os.replace(temp, target)
+            temp = None
             log.write(f"installed {target}")
     except OSError as exc:
         if temp is not None:
             temp.unlink(missing_ok=True)
         for target, backup in reversed(done):
-            target.unlink(missing_ok=True)
             if backup is not None:
                 os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
         raise StageFailed(f"install into {options.prefix} failed ({exc}); nothing was left behind") from None
     for _, backup in done:
         if backup is not None:

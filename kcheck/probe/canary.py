@@ -39,9 +39,11 @@ def main(args: list[str]) -> None:
         signal.signal(signal.SIGUSR1, lambda *_: asked.append(1))
         ready_file.write_text("ready\n")
         count = 0
+        temp = count_file.with_suffix(".tmp")
         while time.time() < expires:
             count += 1
-            count_file.write_text(f"{count}\n")
+            temp.write_text(f"{count}\n")
+            os.replace(temp, count_file)  # a dump between the two never sees an empty count
             if asked:
                 asked.clear()
                 _report(report_file, context, fd)

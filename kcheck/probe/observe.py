@@ -519,7 +519,8 @@ def _enter_private_mount_namespace() -> bool:
 
 
 def start_criu_trial(ctx: ProbeContext) -> Finisher:
-    """Imported only when asked for (`--check criu.trial`): it is never on the default path."""
+    """Imported only when criu.trial is selected (`--check`, `--require`, the external C/R
+    pre-flight): it is never on the default path."""
     from kcheck.probe.trial import start_criu_trial as start
 
     return start(ctx)

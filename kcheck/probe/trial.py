@@ -17,6 +17,7 @@ The canary also exits by itself at a deadline, in case the driver is killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,6 +42,9 @@ from kcheck.probe.observe import (
 )
 
 TRIAL_DIR = "kcheck-trial"
+# The driver gets DRIVER_TIMEOUTS probe timeouts before it is killed; its own steps stop one
+# timeout earlier, so that it always has time to kill and reap what it started.
+DRIVER_TIMEOUTS = 3
 # How long the canary may live beyond the probe's timeout.
 CANARY_GRACE = 5.0
 # Run with -I (no environment, no user site): kcheck comes from the path given as argv[1].
@@ -50,6 +54,7 @@ CANARY_CODE = (
 
 
 def start_criu_trial(ctx: ProbeContext) -> Finisher:
+    import atexit
     import shutil
     import tempfile
 
@@ -63,28 +68,37 @@ def start_criu_trial(ctx: ProbeContext) -> Finisher:
     except OSError as exc:
         raise Unavailable(f"criu trial: cannot create a scratch directory ({exc.strerror})") from None
 
+    # Empty on the host (its contents live in the driver's namespace); removed when the trial
+    # is read, or at exit if the probe stops before that (Ctrl-C, an error elsewhere).
+    atexit.register(_remove_dir, scratch)
+
     def work(report: Callable[[dict[str, Any]], None]) -> None:
         report(_drive(criu, scratch, ctx.timeout))
 
     try:
-        finish = start_child("criu trial", work, ctx.timeout * 3, detach=False)
+        finish = start_child("criu trial", work, ctx.timeout * DRIVER_TIMEOUTS, detach=False)
     except Unavailable:
-        os.rmdir(scratch)
+        _remove_dir(scratch)
         raise
 
     def finish_and_clean() -> dict[str, Any]:
         try:
             return finish()
         finally:
-            os.rmdir(scratch)  # empty on the host: its contents lived in the child's namespace
+            _remove_dir(scratch)
 
     return finish_and_clean
+
+
+def _remove_dir(path: str) -> None:
+    with contextlib.suppress(OSError):  # gone already, or still mounted by a dying driver
+        os.rmdir(path)
 
 
 def _drive(criu: str, scratch: str, timeout: float) -> dict[str, Any]:
     obs: dict[str, Any] = {"installed": True, "path": criu, "stage": "setup"}
     started = time.monotonic()
-    deadline = started + timeout * 3
+    deadline = started + timeout * (DRIVER_TIMEOUTS - 1)
     version = subprocess.run([criu, "--version"], capture_output=True, text=True, timeout=timeout)
     obs["version_output"] = version.stdout
     try:
@@ -104,12 +118,14 @@ def _drive(criu: str, scratch: str, timeout: float) -> dict[str, Any]:
     syscalls.mount("overlay", str(merged), "overlay", 0, options)
     count_file, ready_file, report_file = (base / name for name in ("count", "ready", "report.json"))
     canary = _spawn_canary(
-        merged, count_file, ready_file, report_file, time.time() + timeout * 3 + CANARY_GRACE
+        merged, count_file, ready_file, report_file, time.time() + timeout * DRIVER_TIMEOUTS + CANARY_GRACE
     )
     restored: int | None = None
     try:
         obs["stage"] = "canary"
-        if not _wait_for(ready_file.exists, deadline):
+        # A canary that fails reports its error and exits instead of getting ready.
+        _wait_for(lambda: ready_file.exists() or report_file.exists(), deadline)
+        if not ready_file.exists():
             obs["canary_error"] = read_or_none(str(report_file)) or "the canary did not get ready"
             return obs
         obs["stage"] = "dump"
@@ -170,6 +186,7 @@ def _criu(obs: dict[str, Any], step: str, argv: list[str], log: Path, deadline: 
             errors="replace",
             timeout=max(deadline - started, 0.1),
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_driver,
         )
         code = done.returncode
         output = done.stderr + done.stdout
@@ -181,6 +198,11 @@ def _criu(obs: dict[str, Any], step: str, argv: list[str], log: Path, deadline: 
         "first_error": log_first_error(log) or (output.strip().splitlines() or [None])[0],
     }
     return code
+
+
+def _die_with_driver() -> None:
+    """criu must not outlive a killed driver: it would keep the trial's namespace alive."""
+    syscalls.set_parent_death_signal(signal.SIGKILL)
 
 
 def _spawn_canary(merged: Path, count_file: Path, ready_file: Path, report_file: Path, expires: float) -> int:

@@ -207,6 +207,10 @@ def config_option(option: str, obs: dict[str, Any]) -> Outcome:
 
 
 PAGE_SIZE = 4096  # the canary's AIO read, one page
+INSTALL_CRIU_REMEDY = (
+    "install criu: build one that fits this kernel with `kcheck build-criu` (into /usr/local/sbin), "
+    "or the distro's package if it is newer than the kernel"
+)
 BUILD_CRIU_REMEDY = (
     "this criu is older than the kernel: build one that fits with `kcheck build-criu` "
     "(it installs /usr/local/sbin/criu beside the distro's), then put /usr/local/sbin first on PATH"
@@ -238,7 +242,7 @@ def criu_trial(obs: dict[str, Any]) -> Outcome:
     and still see its overlay file by the overlay path."""
     if not obs.get("installed"):
         return Outcome(
-            Status.FAIL, "criu is not installed, so nothing can be checkpointed", remedy=BUILD_CRIU_REMEDY
+            Status.FAIL, "criu is not installed, so nothing can be checkpointed", remedy=INSTALL_CRIU_REMEDY
         )
     version = criu_version(str(obs.get("version_output", ""))) or "unknown version"
     which = f"criu {version} ({obs.get('path', 'criu')})"

@@ -79,8 +79,8 @@ def _change_state(tool: str, argv: list[str], state: dict) -> None:
         name = option(argv, "-n") if "-n" in argv else "imported"
         containers.append({"Id": (name.encode().hex() * 64)[:64], "Name": name, "State": {"Running": True}})
         print(containers[-1]["Id"])
-    else:
-        container = find(containers, argv[-1])
+    else:  # `docker checkpoint create CONTAINER NAME`: the container is not the last word
+        container = find(containers, argv[-2] if argv[:2] == ["checkpoint", "create"] else argv[-1])
         if container is not None:
             container["State"]["Running"] = running
     (STATE / "state.json").write_text(json.dumps(state))
