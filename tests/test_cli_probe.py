@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,96 @@ def _read_pty(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # EIO once the writer is gone
         return b""
+
+
+# --- --output never destroys what is at the path (as root it could replace device nodes) -------
+
+PROM = ("probe", "--check", "kernel.release", "--format", "prometheus")
+
+
+@requires_root
+@pytest.mark.parametrize(("minor", "returncode"), [(3, 0), (7, 3)])  # a null and a full device
+def test_output_to_a_character_device_writes_through_it(tmp_path, minor, returncode):
+    device = tmp_path / "dev"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    done = run_kcheck(*PROM, "--output", str(device))
+    assert done.returncode == returncode
+    if returncode:
+        assert (
+            one_error_line(done)
+            == f"kcheck: error: --output {device}: cannot write (No space left on device)"
+        )
+    assert stat.S_ISCHR(os.lstat(device).st_mode)  # still the device, not a regular file
+
+
+def test_output_to_a_fifo_is_written_through_and_never_hangs(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    alone = run_kcheck(*PROM, "--output", str(fifo), timeout=30)
+    assert alone.returncode == 3
+    assert "a FIFO with no reader" in one_error_line(alone)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    try:
+        done = run_kcheck(*PROM, "--output", str(fifo), timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert 'kcheck_check_pass{check="kernel.release"' in reader.communicate(timeout=30)[0]
+    finally:
+        reader.kill()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_output_keeps_a_files_mode_and_owner_and_a_symlink_stays_a_link(tmp_path):
+    target = tmp_path / "private.prom"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(target, 65534, 65534)
+    link = tmp_path / "link.prom"
+    link.symlink_to(target)
+    done = run_kcheck(*PROM, "--output", str(link))
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert "kernel.release" in target.read_text()
+    after = os.stat(target)
+    assert stat.S_IMODE(after.st_mode) == 0o600
+    if os.geteuid() == 0:
+        assert (after.st_uid, after.st_gid) == (65534, 65534)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.prom", "private.prom"]
+
+
+@pytest.mark.parametrize("path", ["-", "stdout-link", "/proc/self/fd/1"])
+def test_output_to_stdout_by_any_name(tmp_path, path):
+    """stdout-link is a private /dev/stdout (a link to /proc/self/fd/1): a regression must
+    not be able to replace the system's own."""
+    (tmp_path / "stdout-link").symlink_to("/proc/self/fd/1")
+    done = run_kcheck(*PROM, "--output", path, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert 'kcheck_check_pass{check="kernel.release"' in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stdout-link"]
+    assert (tmp_path / "stdout-link").is_symlink()
+
+
+def test_output_to_stdout_redirected_to_a_file_appends_to_it(tmp_path):
+    out = tmp_path / "out"
+    with open(out, "w") as stream:
+        stream.write("before\n")
+        stream.flush()
+        done = subprocess.run(
+            [*kcheck_argv(), *PROM, "--output", "/proc/self/fd/1"], stdout=stream, timeout=60
+        )
+    assert done.returncode == 0
+    text = out.read_text()
+    assert text.startswith("before\n") and "kernel.release" in text
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling link"])
+def test_output_to_a_directory_or_dangling_link_is_bad_input(tmp_path, kind):
+    path = tmp_path / "x"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(tmp_path / "nowhere")
+    done = run_kcheck(*PROM, "--output", str(path))
+    assert done.returncode == 3
+    assert str(path) in one_error_line(done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]

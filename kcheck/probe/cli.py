@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _emit(args: argparse.Namespace, report) -> int:
-    """Render the report as asked, to --output (atomically) or stdout; the exit code follows it."""
-    from kcheck.core.output import append_text, write_atomic
+    """Render the report as asked, to --output or stdout; the exit code follows it."""
+    from kcheck.core.output import append_text, write_output
     from kcheck.core.render import FORMATS, github_step_summary, render_text
 
     if args.format == "text":
@@ -142,7 +142,7 @@ def _emit(args: argparse.Namespace, report) -> int:
     else:
         text = FORMATS[args.format](report)
     if args.output is not None:
-        write_atomic(args.output, text)
+        write_output(args.output, text)
     else:
         sys.stdout.write(text)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
