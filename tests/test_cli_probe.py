@@ -26,7 +26,7 @@ def one_error_line(done) -> str:
     ("make", "expected"),
     [
         (lambda d: d / "missing.config", "not found"),
-        (lambda d: d, "is a directory; pass the .config file itself"),
+        (lambda d: d, "is a directory, not a regular file; pass a kernel config file"),
         # Root reads through file modes; /proc/self/mem refuses a plain read (EIO) even to root.
         (lambda d: Path("/proc/self/mem"), "is unreadable (Input/output error)"),
         (lambda d: _write(d / "bad.gz", b"\x1f\x8b\x08\x00garbage"), "corrupt gzip"),
@@ -302,3 +302,22 @@ def test_output_to_a_directory_or_dangling_link_is_bad_input(tmp_path, kind):
     assert done.returncode == 3
     assert str(path) in one_error_line(done)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "bomb"])
+def test_a_config_that_never_ends_is_bad_input_not_a_hang_or_memory_error(tmp_path, kind):
+    if kind == "fifo":
+        config = tmp_path / "config"
+        os.mkfifo(config)
+        why = "is a FIFO, not a regular file"
+    elif kind == "zero":
+        config, why = Path("/dev/zero"), "is a character device, not a regular file"
+    else:
+        config = tmp_path / "config.gz"
+        with gzip.open(config, "wb", compresslevel=9) as stream:  # 32 MB of zeros in about 32 KB
+            for _ in range(32):
+                stream.write(bytes(1 << 20))
+        why = "decompresses to more than 16 MB, more than kcheck reads"
+    done = run_kcheck("probe", "--check", "config.*", "--config", str(config), timeout=30)
+    assert done.returncode == 3
+    assert one_error_line(done) == f"kcheck: error: config file {config} {why}; pass a kernel config file"

@@ -202,3 +202,23 @@ def test_edited_copies_of_this_hosts_real_probe_report(tmp_path):
     done = run_kcheck("cr", "compare", str(source), str(target))
     assert done.returncode == 1
     assert f"FAIL check: {passing['id']} passes on the source but is fail on the target" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("[" * 100_000, "nested too deeply"),
+        (None, "is a character device, not a regular file"),
+    ],
+)
+def test_a_report_nested_too_deeply_or_endless_is_bad_input(tmp_path, content, why):
+    good = write(tmp_path / "good.json", report())
+    if content is None:
+        bad = Path("/dev/zero")
+    else:
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+    done = run_kcheck("cr", "compare", str(bad), str(good), timeout=30)
+    assert done.returncode == 3
+    assert done.stderr.startswith(f"kcheck: error: {bad}: not readable JSON ({why})")
+    assert done.stderr.count("\n") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -39,8 +40,8 @@ def changelog(root: Path, release: str, lines: list[str]) -> None:
     path.write_bytes(gzip.compress(body.encode()))
 
 
-def probe(*args: str):
-    done = run_kcheck("probe", "--format", "json", *args)
+def probe(*args: str, timeout: float = 120):
+    done = run_kcheck("probe", "--format", "json", *args, timeout=timeout)
     report = json.loads(done.stdout) if done.stdout else None
     if report:
         jsonschema.validate(report, SCHEMA)
@@ -199,3 +200,32 @@ def test_release_that_is_not_a_release_is_bad_input():
     assert done.stderr.strip() == (
         "kcheck: error: --release garbage: not a kernel release; pass one like 6.1.0-28-amd64"
     )
+
+
+# --- special files in an image: refused, never read forever -------------------------------------
+
+
+def test_a_fifo_as_the_images_config_is_bad_input_not_a_hang(tmp_path):
+    root = make_image(tmp_path / "img", [NEW])
+    (root / "boot" / f"config-{NEW}").unlink()
+    os.mkfifo(root / "boot" / f"config-{NEW}")
+    done = run_kcheck("probe", "--root", str(root), timeout=30)
+    assert done.returncode == 3
+    assert done.stderr == (
+        f"kcheck: error: config file {root}/boot/config-{NEW} is a FIFO, not a regular file; "
+        "pass a kernel config file\n"
+    )
+
+
+def test_a_gzip_bomb_as_the_changelog_is_refused_and_decides_nothing(tmp_path):
+    root = make_image(tmp_path / "img", [OLD])
+    path = root / f"usr/share/doc/linux-image-{OLD}/changelog.Debian.gz"
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wb", compresslevel=9) as stream:  # 80 MB of zeros in about 80 KB
+        for _ in range(80):
+            stream.write(bytes(1 << 20))
+    done, report = probe("--root", str(root), timeout=60)
+    assert done.returncode == 2  # undecided: the changelog could not be read, so it proves nothing
+    mnt_id = checks(report)["overlayfs.mnt_id"]
+    assert mnt_id["status"] == "unknown"
+    assert f"unreadable {path}: decompresses to more than 64 MB" in mnt_id["detail"]

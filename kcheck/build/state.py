@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from kcheck.core.files import read_json
 from kcheck.core.output import write_atomic
 from kcheck.errors import KcheckError
 
@@ -75,7 +76,7 @@ class BuildState:
     def load(cls, workdir: Path) -> BuildState | None:
         path = workdir / STATE_FILE
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)
             stages = {
                 Stage(name): StageRecord(
                     StageStatus(record["status"]),

@@ -1,25 +1,93 @@
-"""Reading input files that may be gzipped (config.gz, changelog.Debian.gz)."""
+"""Reading input files safely: regular files only (a FIFO would block forever, a device never
+ends), never more than a limit (a config is a few MB; a gzip bomb is not), and gzip (config.gz,
+changelog.Debian.gz) decompressed as a stream, under the same limit."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+from typing import Any
 
 GZIP_MAGIC = b"\x1f\x8b"
+MiB = 1 << 20
+CONFIG_LIMIT = 16 * MiB  # a distro kernel config is about 0.3 MB
+CHANGELOG_LIMIT = 64 * MiB  # a decompressed kernel changelog is tens of MB at most
+DOCUMENT_LIMIT = 16 * MiB  # JSON and TOML documents: reports, records, manifests, patchsets
 
 
 class CorruptGzip(ValueError):
     """The file starts like gzip but does not decompress."""
 
 
-def read_maybe_gzipped(path: Path) -> bytes:
-    """The file's bytes, decompressed when it is gzip; OSError when unreadable."""
-    data = path.read_bytes()
+class InputRefused(OSError):
+    """Not a regular file, or larger than kcheck reads: refused before it is read whole."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; InputRefused or OSError otherwise."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputRefused(0, f"is {_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= limit:  # /proc files say size 0: count what is really read
+            chunk = os.read(fd, min(MiB, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise InputRefused(0, f"is larger than {limit // MiB} MB, more than kcheck reads")
+    return b"".join(chunks)
+
+
+def read_maybe_gzipped(path: Path, limit: int) -> bytes:
+    """The file's bytes, decompressed as a stream when it is gzip; at most `limit` either way."""
+    data = read_capped(path, limit)
     if data[:2] != GZIP_MAGIC:
         return data
     import gzip
+    import io
     import zlib
 
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            plain = stream.read(limit + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptGzip(str(exc)) from None
+    if len(plain) > limit:
+        raise InputRefused(0, f"decompresses to more than {limit // MiB} MB, more than kcheck reads")
+    return plain
+
+
+def read_json(path: Path, limit: int = DOCUMENT_LIMIT) -> Any:
+    """A JSON document; ValueError when it is not JSON (or nested past the parser's depth)."""
+    import json
+
+    data = read_capped(path, limit)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

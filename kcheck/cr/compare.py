@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kcheck.core.files import read_json
 from kcheck.core.release import parse_release
 from kcheck.core.result import SCHEMA, ExitCode, Status
 from kcheck.errors import KcheckError
@@ -46,10 +47,10 @@ def load_report(path: Path) -> HostReport:
     """A probe JSON report; bad input (exit 3) naming the file when it is not one."""
     fix = "make it with `kcheck probe --format json --output FILE`"
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError:
         raise KcheckError(f"{path}: no such file; {fix}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise KcheckError(f"{path}: not readable JSON ({exc}); {fix}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise KcheckError(f"{path}: not a {SCHEMA} probe report; {fix}")

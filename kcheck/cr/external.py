@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kcheck.core.criu import log_first_error
+from kcheck.core.files import read_json
 from kcheck.core.output import write_atomic
 from kcheck.core.procparse import mount_at, parse_mountinfo
 from kcheck.cr.runner import Refused, Runner
@@ -145,7 +146,7 @@ def load_manifest(images: Path, container: str) -> Manifest:
     path = images / MANIFEST_NAME
     fix = f"pass the --dir and --name the checkpoint was taken with (images in {images})"
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError:
         if (images / DUMP_LOG).is_file():
             why = log_first_error(images / DUMP_LOG) or "criu dump did not finish"
@@ -154,7 +155,7 @@ def load_manifest(images: Path, container: str) -> Manifest:
                 f"see {images / DUMP_LOG}, then take a new checkpoint"
             ) from None
         raise KcheckError(f"no checkpoint manifest at {path}; {fix}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise KcheckError(f"checkpoint manifest {path} is corrupt ({exc}); take a new checkpoint") from None
     schema = data.get("schema") if isinstance(data, dict) else None
     if isinstance(schema, str) and schema.startswith("kcheck.cr.manifest/") and schema != MANIFEST_SCHEMA:

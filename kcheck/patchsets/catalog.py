@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kcheck.core.files import DOCUMENT_LIMIT, read_capped
 from kcheck.core.release import KernelVersion, parse_version
 from kcheck.errors import KcheckError
 
@@ -106,7 +107,7 @@ def load_catalog(
 
 def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_capped(path, DOCUMENT_LIMIT).decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{path}: malformed TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcheck.core.files import CorruptGzip, read_maybe_gzipped
+from kcheck.core.files import CHANGELOG_LIMIT, CorruptGzip, read_json, read_maybe_gzipped
 from kcheck.core.release import parse_release
 from kcheck.errors import KcheckError
 
@@ -73,14 +72,14 @@ def observe_image(ctx: ProbeContext) -> dict[str, Any]:
     if record_path.is_file():
         found["record_path"] = str(record_path)
         try:
-            found["record"] = json.loads(record_path.read_text())
+            found["record"] = read_json(record_path)
         except (OSError, ValueError) as exc:
             found["record_error"] = f"{record_path}: {exc}"
     for pattern in CHANGELOG_PATTERNS:
         path = ctx.root / pattern.format(release=ctx.release)
         if path.is_file():
             try:
-                text = read_maybe_gzipped(path).decode("utf-8", errors="replace")
+                text = read_maybe_gzipped(path, CHANGELOG_LIMIT).decode("utf-8", errors="replace")
             except (OSError, CorruptGzip) as exc:
                 found["changelog_error"] = f"{path}: {exc}"
                 continue

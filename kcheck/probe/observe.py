@@ -142,15 +142,15 @@ def config_candidates(release: str, root: Path | None = None) -> list[Path]:
 
 def read_config_file(path: Path) -> dict[str, str]:
     """A config file's options, gunzipped when needed; KcheckError naming the file otherwise."""
-    from kcheck.core.files import CorruptGzip, read_maybe_gzipped
+    from kcheck.core.files import CONFIG_LIMIT, CorruptGzip, InputRefused, read_maybe_gzipped
     from kcheck.core.procparse import parse_kconfig
 
     try:
-        data = read_maybe_gzipped(path)
+        data = read_maybe_gzipped(path, CONFIG_LIMIT)
+    except InputRefused as exc:
+        raise KcheckError(f"config file {path} {exc}; pass a kernel config file") from None
     except FileNotFoundError:
         raise KcheckError(f"config file {path} not found; pass an existing file to --config") from None
-    except IsADirectoryError:
-        raise KcheckError(f"config file {path} is a directory; pass the .config file itself") from None
     except OSError as exc:
         raise KcheckError(
             f"config file {path} is unreadable ({exc.strerror}); check its permissions"
