@@ -224,7 +224,8 @@ def criu_check(obs: dict[str, Any]) -> Outcome:
     which = f"criu {version} ({obs.get('path', 'criu')})"
     output = str(obs.get("output", ""))
     if obs.get("returncode") == 0:
-        return Outcome(Status.PASS, f"{which}: criu check passed ({criu_first_error(output)})")
+        verdict = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+        return Outcome(Status.PASS, f"{which}: criu check passed ({verdict or 'no output'})")
     first = criu_first_error(output)
     # kerndat is criu's kernel feature detection: failing there means no check ran at all.
     why, remedy = "", None
