@@ -44,7 +44,13 @@ def report(
         )
         for check_id, required in CHECKS
     ]
-    return Report(kernel={"release": release, "machine": machine}, checks=checks, tools={"criu": criu})
+    kernel = {
+        "release": release,
+        "version": release.split("-")[0],
+        "machine": machine,
+        "fixed_by_version": {},
+    }
+    return Report(kernel=kernel, checks=checks, tools={"criu": criu})
 
 
 def write(path: Path, probe: Report) -> Path:
@@ -159,7 +165,8 @@ def test_cli_json_output(tmp_path):
         ("[]", "not a kcheck.probe/1 probe report"),
         (
             '{"schema": "kcheck.probe/1", "verdict": "ready"}',
-            "a kcheck.probe/1 report without verdict, kernel.release, tools or checks",
+            "a malformed kcheck.probe/1 report ($ lacks kcheck_version, mode, exit_code, kernel, tools, "
+            "summary, checks)",
         ),
     ],
 )

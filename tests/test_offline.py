@@ -133,6 +133,24 @@ def test_build_record_is_the_strongest_evidence(tmp_path):
     assert done.returncode == 0
 
 
+@pytest.mark.parametrize(
+    "patchsets", [{"overlayfs-mnt-id": 1}, None, 5, ["overlayfs-mnt-id"], [{"name": 5, "commits": []}]]
+)
+def test_a_malformed_build_record_is_no_evidence_never_a_pass(tmp_path, patchsets):
+    """A record whose patchsets is an object once made a 4.1 kernel ready (its keys were read)."""
+    root = make_image(tmp_path / "img", ["4.1.0-1-amd64"])
+    record = root / "var/lib/kcheck/builds/4.1.0-1-amd64.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(
+        json.dumps({"schema": "kcheck.build-record/1", "release": "4.1.0-1-amd64", "patchsets": patchsets})
+    )
+    done, report = probe("--root", str(root))
+    assert done.returncode == 2, done.stderr
+    mnt_id = checks(report)["overlayfs.mnt_id"]
+    assert mnt_id["status"] == "unknown"
+    assert f"cannot use {record}: not a kcheck build record ($.patchsets" in mnt_id["detail"]
+
+
 def test_release_and_config_without_an_image(tmp_path):
     config = tmp_path / "config"
     config.write_text(FULL_CONFIG.replace("CONFIG_UNIX_DIAG=y", "# CONFIG_UNIX_DIAG is not set"))
@@ -228,4 +246,4 @@ def test_a_gzip_bomb_as_the_changelog_is_refused_and_decides_nothing(tmp_path):
     assert done.returncode == 2  # undecided: the changelog could not be read, so it proves nothing
     mnt_id = checks(report)["overlayfs.mnt_id"]
     assert mnt_id["status"] == "unknown"
-    assert f"unreadable {path}: decompresses to more than 64 MB" in mnt_id["detail"]
+    assert f"cannot use {path}: decompresses to more than 64 MB" in mnt_id["detail"]

@@ -15,6 +15,7 @@ from typing import Any
 from kcheck.core.files import read_json
 from kcheck.core.release import parse_release
 from kcheck.core.result import SCHEMA, ExitCode, Status
+from kcheck.core.validate import first_problem
 from kcheck.errors import KcheckError
 
 COMPARE_SCHEMA = "kcheck.cr.compare/1"
@@ -54,20 +55,9 @@ def load_report(path: Path) -> HostReport:
         raise KcheckError(f"{path}: not readable JSON ({exc}); {fix}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise KcheckError(f"{path}: not a {SCHEMA} probe report; {fix}")
-    kernel, tools, checks = data.get("kernel"), data.get("tools"), data.get("checks")
-    well_formed = (
-        isinstance(kernel, dict)
-        and isinstance(kernel.get("release"), str)
-        and isinstance(tools, dict)
-        and isinstance(checks, list)
-        and all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in checks)
-        and all(c.get("status") in set(Status) for c in checks)
-        and isinstance(data.get("verdict"), str)
-    )
-    if not well_formed:
-        raise KcheckError(
-            f"{path}: a {SCHEMA} report without verdict, kernel.release, tools or checks; {fix}"
-        )
+    if problem := first_problem(data, "probe-1"):
+        raise KcheckError(f"{path}: a malformed {SCHEMA} report ({problem}); {fix}")
+    kernel, tools, checks = data["kernel"], data["tools"], data["checks"]
     criu = tools.get("criu")
     return HostReport(
         path=str(path),

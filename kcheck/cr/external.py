@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from kcheck.core.criu import log_first_error
 from kcheck.core.files import read_json
 from kcheck.core.output import write_atomic
 from kcheck.core.procparse import mount_at, parse_mountinfo
+from kcheck.core.validate import first_problem
 from kcheck.cr.runner import Refused, Runner
 from kcheck.errors import KcheckError
 
@@ -23,8 +24,6 @@ DUMP_LOG = "dump.log"
 RESTORE_LOG = "restore.log"
 DEFAULT_DIR = Path("/var/lib/kcheck/checkpoints")
 CRIU_COMMON = ["--manage-cgroups", "--evasive-devices"]
-# Manifest field annotations (strings, under `from __future__ import annotations`) -> JSON types.
-_FIELD_TYPES = {"str": str, "int": int, "bool": bool, "dict[str, str]": dict}
 
 
 @dataclass(frozen=True)
@@ -165,13 +164,9 @@ def load_manifest(images: Path, container: str) -> Manifest:
         )
     if schema != MANIFEST_SCHEMA:
         raise KcheckError(f"{path} is not a kcheck {MANIFEST_SCHEMA} manifest; {fix}")
-    body = {k: v for k, v in data.items() if k != "schema"}
-    expected = {f.name: _FIELD_TYPES[str(f.type)] for f in fields(Manifest)}
-    if bad := sorted(k for k in expected.keys() | body.keys() if type(body.get(k)) is not expected.get(k)):
-        raise KcheckError(
-            f"checkpoint manifest {path} is corrupt (bad or missing {', '.join(bad)}); take a new checkpoint"
-        )
-    manifest = Manifest(**body)
+    if problem := first_problem(data, "cr-manifest-2"):
+        raise KcheckError(f"checkpoint manifest {path} is corrupt ({problem}); take a new checkpoint")
+    manifest = Manifest(**{k: v for k, v in data.items() if k != "schema"})
     if not manifest.matches(container):
         raise KcheckError(
             f"checkpoint in {images} is of container {manifest.container_name}, not {container}; {fix}"

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from kcheck.core.files import CHANGELOG_LIMIT, CorruptGzip, read_json, read_maybe_gzipped
 from kcheck.core.release import parse_release
+from kcheck.core.validate import first_problem
 from kcheck.errors import KcheckError
 
 if TYPE_CHECKING:
@@ -72,9 +73,14 @@ def observe_image(ctx: ProbeContext) -> dict[str, Any]:
     if record_path.is_file():
         found["record_path"] = str(record_path)
         try:
-            found["record"] = read_json(record_path)
+            record = read_json(record_path)
         except (OSError, ValueError) as exc:
             found["record_error"] = f"{record_path}: {exc}"
+        else:  # a malformed record is no evidence at all, never a pass
+            if problem := first_problem(record, "build-record-1"):
+                found["record_error"] = f"{record_path}: not a kcheck build record ({problem})"
+            else:
+                found["record"] = record
     for pattern in CHANGELOG_PATTERNS:
         path = ctx.root / pattern.format(release=ctx.release)
         if path.is_file():

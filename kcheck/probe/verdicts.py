@@ -324,8 +324,8 @@ def by_version(release_text: str, min_version: str | None, why_not_observed: str
 
 
 def _recorded_patchsets(record: Any) -> set[str]:
-    entries = record.get("patchsets", []) if isinstance(record, dict) else []
-    return {e if isinstance(e, str) else str(e.get("name")) for e in entries if isinstance(e, str | dict)}
+    """The patchsets a build record (checked against its schema when read) names."""
+    return {entry["name"] for entry in record["patchsets"]} if record else set()
 
 
 def offline_fix(
@@ -363,7 +363,7 @@ def offline_fix(
     seen = [f"changelog lacks {', '.join(missing)}"] if missing else []
     for problem in ("record_error", "changelog_error"):
         if image.get(problem):
-            seen.append(f"unreadable {image[problem]}")
+            seen.append(f"cannot use {image[problem]}")
     if not image.get("record") and not isinstance(changelog, str):
         seen.append("no build record or kernel changelog in the image")
     if min_version:

@@ -1,0 +1,125 @@
+"""The fast structural check (kcheck.core.validate) gives jsonschema's answer on every
+schema kcheck ships, for real documents and for hypothesis's mutations of them."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict
+from importlib.resources import files
+
+import jsonschema
+import pytest
+from conftest import run_kcheck
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kcheck.core.validate import first_problem, schema
+from kcheck.cr.external import MANIFEST_SCHEMA, Manifest
+
+SCHEMAS = sorted(
+    p.name.removesuffix(".json") for p in files("kcheck.schemas").iterdir() if p.name.endswith(".json")
+)
+
+
+def real_probe_report() -> dict:
+    done = run_kcheck("probe", "--format", "json", "--release", "6.1.0-28-amd64", "--check", "kernel.release")
+    return json.loads(done.stdout)
+
+
+SAMPLES = {
+    "probe-1": real_probe_report(),
+    # the shapes kcheck writes (build/runner.py write_build_record, build/criu.py build)
+    "build-record-1": {
+        "schema": "kcheck.build-record/1",
+        "release": "4.1.0-kcheck",
+        "commit": "ab" * 20,
+        "source": "https://example.invalid/linux.git",
+        "patchsets": [
+            {"name": "overlayfs-mnt-id", "commits": [{"upstream": "4bacc9c923", "sha": "cd" * 20}]}
+        ],
+        "installed": "2026-12-02T10:00:00Z",
+        "metadata": "/var/tmp/kcheck-build/metadata.json",
+    },
+    "criu-build-1": {
+        "schema": "kcheck.criu-build/1",
+        "version": "4.2",
+        "source": {
+            "kind": "tarball",
+            "location": "/src/criu-4.2.tar.xz",
+            "tag": None,
+            "commit": None,
+            "sha256": "3a" * 32,
+        },
+        "prefix": "/usr/local",
+        "binary": "/usr/local/sbin/criu",
+        "installed": ["/usr/local/sbin/criu"],
+        "check": {"passed": True, "returncode": 0, "version": "4.2", "summary": "Looks good."},
+        "kernel": "6.18.44",
+        "built_at": "2026-12-02T10:00:00Z",
+    },
+    "cr-manifest-2": {
+        "schema": MANIFEST_SCHEMA,
+        **asdict(
+            Manifest(
+                "ab" * 32, "web", 4242, "/m", "/l", "/u", "/w", {"/etc/hosts": "/h"}, False, "6.1.0", "now"
+            )
+        ),
+    },
+}
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def test_every_schema_has_a_sample():
+    assert sorted(SAMPLES) == SCHEMAS
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_the_documents_kcheck_writes_conform(name):
+    jsonschema.validate(SAMPLES[name], schema(name))
+    assert first_problem(SAMPLES[name], name) is None
+
+
+def paths(document, prefix=()):
+    """Every place in the document: (container path, key or index)."""
+    if isinstance(document, dict):
+        for key, value in document.items():
+            yield prefix, key
+            yield from paths(value, (*prefix, key))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            yield prefix, index
+            yield from paths(value, (*prefix, index))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(SCHEMAS), data=st.data())
+def test_mutations_are_judged_as_jsonschema_judges_them(name, data):
+    document = copy.deepcopy(SAMPLES[name])
+    for _ in range(data.draw(st.integers(1, 3))):
+        places = list(paths(document))
+        if not places:
+            break
+        where, key = data.draw(st.sampled_from(places))
+        container = document
+        for step in where:
+            container = container[step]
+        action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            container[key] = data.draw(JSON)
+        elif action == "delete" and isinstance(container, dict):
+            del container[key]
+        elif isinstance(container, dict):
+            container[data.draw(st.text(max_size=5))] = data.draw(JSON)
+    valid = jsonschema.Draft202012Validator(schema(name)).is_valid(document)
+    problem = first_problem(document, name)
+    assert (problem is None) == valid, (problem, document)
