@@ -247,3 +247,44 @@ def test_a_gzip_bomb_as_the_changelog_is_refused_and_decides_nothing(tmp_path):
     mnt_id = checks(report)["overlayfs.mnt_id"]
     assert mnt_id["status"] == "unknown"
     assert f"cannot use {path}: decompresses to more than 64 MB" in mnt_id["detail"]
+
+
+def test_absolute_links_in_an_image_resolve_inside_it_never_on_the_host(tmp_path):
+    """boot/config-R -> /etc/kernel.cfg once read the HOST's /etc/kernel.cfg."""
+    root = make_image(tmp_path / "img", [NEW])
+    config = root / "boot" / f"config-{NEW}"
+    config.unlink()
+    config.symlink_to("/etc/kernel.cfg")  # absolute: means IMG/etc/kernel.cfg
+    (root / "etc").mkdir()
+    (root / "etc/kernel.cfg").write_text(FULL_CONFIG.replace("CONFIG_TUN=y", "# CONFIG_TUN is not set"))
+    done, report = probe("--root", str(root), "--check", "config.*")
+    assert done.returncode == 0, done.stderr
+    tun = checks(report)["config.TUN"]
+    assert tun["status"] == "fail" and f"{root}/etc/kernel.cfg" in tun["detail"]
+
+
+def test_dotdot_cannot_leave_the_image(tmp_path):
+    root = make_image(tmp_path / "img", [NEW])
+    config = root / "boot" / f"config-{NEW}"
+    config.unlink()
+    (tmp_path / "host.cfg").write_text(FULL_CONFIG)  # beside the image: must never be read
+    config.symlink_to("../../../../../../../host.cfg")
+    done, report = probe("--root", str(root), "--check", "config.*")
+    assert done.returncode == 2  # no config in the image: undecided, never the host's file
+    detail = checks(report)["config.CHECKPOINT_RESTORE"]["detail"]
+    assert f"no kernel config found in {root}/host.cfg" in detail
+
+
+def test_a_vmlinuz_link_loop_is_no_kernel_and_a_config_loop_is_bad_input(tmp_path):
+    root = make_image(tmp_path / "img", [NEW])
+    (root / "boot/vmlinuz-9.9.9-loop").symlink_to("vmlinuz-9.9.9-pool")
+    (root / "boot/vmlinuz-9.9.9-pool").symlink_to("vmlinuz-9.9.9-loop")
+    done, report = probe("--root", str(root), "--check", "config.*")
+    assert report["kernel"]["release"] == NEW
+    assert report["kernel"]["image"]["other_releases"] == []
+    config = root / "boot" / f"config-{NEW}"
+    config.unlink()
+    config.symlink_to(f"config-{NEW}")
+    looped = run_kcheck("probe", "--root", str(root))
+    assert looped.returncode == 3
+    assert f"/boot/config-{NEW} is a symlink loop in the image" in looped.stderr

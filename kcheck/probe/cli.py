@@ -154,7 +154,7 @@ def _emit(args: argparse.Namespace, report) -> int:
 def _probe_in_vm(args: argparse.Namespace):
     from kcheck.errors import KcheckError
     from kcheck.probe.engine import select_checks
-    from kcheck.probe.image import select_release
+    from kcheck.probe.image import image_path, select_release
     from kcheck.probe.vm import BootPlan, find_kernel_config, probe_in_vm
 
     select_checks(args.check, args.require, args.ignore)  # unknown ids: bad input before booting
@@ -165,9 +165,9 @@ def _probe_in_vm(args: argparse.Namespace):
                 "--boot without KERNEL boots the --root image's kernel; pass --root DIR or a KERNEL"
             )
         release, _ = select_release(args.root, args.release)
-        kernel = args.root / "boot" / f"vmlinuz-{release}"
-        if config is None and (args.root / "boot" / f"config-{release}").is_file():
-            config = args.root / "boot" / f"config-{release}"
+        kernel = image_path(args.root, f"boot/vmlinuz-{release}")  # links resolve inside the image
+        if config is None and image_path(args.root, f"boot/config-{release}").is_file():
+            config = image_path(args.root, f"boot/config-{release}")
     elif args.root is not None or args.release is not None:
         raise KcheckError(f"--boot {kernel} with --root/--release: pass either a KERNEL or --boot --root DIR")
     passthrough = [f"--check={i}" for i in args.check] + [f"--require={i}" for i in args.require]

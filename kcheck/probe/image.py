@@ -24,14 +24,60 @@ CHANGELOG_PATTERNS = (
 )
 
 
+SYMLINK_HOPS = 40  # the kernel's own limit
+
+
+def image_path(root: Path, relative: str) -> Path:
+    """Where RELATIVE is inside the image, resolved as if root were "/": an absolute symlink
+    points into the image, and ".." stops at its root. Nothing is read from the host."""
+    pending = [part for part in relative.split("/") if part not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if not candidate.is_symlink():
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > SYMLINK_HOPS:
+            raise KcheckError(f"--root {root}: /{relative} is a symlink loop in the image; fix the image")
+        target = str(candidate.readlink())
+        if target.startswith("/"):
+            resolved = []
+        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return root.joinpath(*resolved)
+
+
+def _is_kernel(root: Path, relative: str) -> bool:
+    try:
+        return image_path(root, relative).is_file()
+    except KcheckError:
+        return False  # a vmlinuz link loop is no kernel
+
+
 def image_releases(root: Path) -> list[str]:
     """Kernel releases the image holds: boot/vmlinuz-R and module trees, newest first."""
     if not root.is_dir():
         raise KcheckError(f"--root {root}: not a directory; pass an unpacked or mounted image root")
-    releases = {path.name.removeprefix("vmlinuz-") for path in (root / "boot").glob("vmlinuz-*")}
+    boot = image_path(root, "boot")
+    releases = {
+        path.name.removeprefix("vmlinuz-")
+        for path in boot.glob("vmlinuz-*")
+        if _is_kernel(root, f"boot/{path.name}")
+    }
     for modules in MODULE_DIRS:
-        if (root / modules).is_dir():
-            releases.update(path.name for path in (root / modules).iterdir() if path.is_dir())
+        directory = image_path(root, modules)
+        if directory.is_dir():
+            releases.update(
+                path.name
+                for path in directory.iterdir()
+                if image_path(root, f"{modules}/{path.name}").is_dir()
+            )
     if not releases:
         raise KcheckError(
             f"--root {root}: no kernel found (no boot/vmlinuz-*, lib/modules/* or usr/lib/modules/*); "
@@ -69,7 +115,7 @@ def observe_image(ctx: ProbeContext) -> dict[str, Any]:
     if ctx.root is None:
         return {}
     found: dict[str, Any] = {}
-    record_path = ctx.root / BUILD_RECORD_DIR / f"{ctx.release}.json"
+    record_path = image_path(ctx.root, f"{BUILD_RECORD_DIR}/{ctx.release}.json")
     if record_path.is_file():
         found["record_path"] = str(record_path)
         try:
@@ -82,7 +128,7 @@ def observe_image(ctx: ProbeContext) -> dict[str, Any]:
             else:
                 found["record"] = record
     for pattern in CHANGELOG_PATTERNS:
-        path = ctx.root / pattern.format(release=ctx.release)
+        path = image_path(ctx.root, pattern.format(release=ctx.release))
         if path.is_file():
             try:
                 text = read_maybe_gzipped(path, CHANGELOG_LIMIT).decode("utf-8", errors="replace")

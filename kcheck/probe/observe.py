@@ -131,13 +131,16 @@ def config_candidates(release: str, root: Path | None = None) -> list[Path]:
 
     /proc/config.gz describes only the running kernel, so an image root skips it.
     """
-    base = root or Path("/")
-    paths = [
-        base / f"boot/config-{release}",
-        base / f"lib/modules/{release}/config",
-        base / f"usr/lib/modules/{release}/config",
+    relative = [
+        f"boot/config-{release}",
+        f"lib/modules/{release}/config",
+        f"usr/lib/modules/{release}/config",
     ]
-    return paths if root else [RUNNING_CONFIG, *paths]
+    if root is None:
+        return [RUNNING_CONFIG, *(Path("/", path) for path in relative)]
+    from kcheck.probe.image import image_path
+
+    return [image_path(root, path) for path in relative]  # links resolve inside the image
 
 
 def read_config_file(path: Path) -> dict[str, str]:
