@@ -43,9 +43,24 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.stdout is None:  # started with fd 1 closed: keep the fd from being reused, and refuse
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        print(
+            "kcheck: error: stdout is closed; run kcheck with stdout open (e.g. >/dev/null)", file=sys.stderr
+        )
+        return int(ExitCode.BAD_INPUT)
     args = build_parser().parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = _GuardedStdout(stdout)
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()  # here, not at exit: a full or failing stdout is reported below
+        return code
+    except StdoutFailed as exc:
+        # Drop what is still buffered, so that the exit does not fail on it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        print(f"kcheck: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     except KcheckError as exc:
         print(f"kcheck: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
@@ -54,5 +69,37 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (`kcheck probe | head -1`): say nothing more, like other tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
         return 128 + signal.SIGPIPE
+    finally:
+        sys.stdout = stdout
+
+
+class StdoutFailed(KcheckError):
+    """stdout itself cannot be written (a full disk, /dev/full, an I/O error)."""
+
+
+class _GuardedStdout:
+    """sys.stdout whose write errors (other than a closed pipe) end kcheck with one line."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutFailed(
+                f"cannot write to stdout ({exc.strerror}); free space or redirect it"
+            ) from None
+
+    def write(self, text: str) -> int:
+        return self._guard(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)

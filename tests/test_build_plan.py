@@ -363,11 +363,10 @@ def test_install_records_the_build_and_never_reboots_without_confirmation(kernel
     # The record is what an offline probe of an image with this kernel trusts: lay the
     # installed files out as an image root and gate it with the same catalog.
     image = tmp_path / "image"
-    (image / "lib").mkdir(parents=True)
-    (image / "var/lib/kcheck").mkdir(parents=True)
-    (image / "boot").symlink_to(tmp_path / "boot")
-    (image / "lib/modules").symlink_to(tmp_path / "root/lib/modules")
-    (image / "var/lib/kcheck/builds").symlink_to(tmp_path / "state/builds")
+    # Copies, not links: an image's absolute links resolve inside the image.
+    shutil.copytree(tmp_path / "boot", image / "boot", symlinks=True)
+    shutil.copytree(tmp_path / "root/lib/modules", image / "lib/modules", symlinks=True)
+    shutil.copytree(tmp_path / "state/builds", image / "var/lib/kcheck/builds", symlinks=True)
     gate = run_kcheck(
         "probe",
         "--root",

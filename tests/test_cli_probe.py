@@ -321,3 +321,41 @@ def test_a_config_that_never_ends_is_bad_input_not_a_hang_or_memory_error(tmp_pa
     done = run_kcheck("probe", "--check", "config.*", "--config", str(config), timeout=30)
     assert done.returncode == 3
     assert one_error_line(done) == f"kcheck: error: config file {config} {why}; pass a kernel config file"
+
+
+# --- no tracebacks: one line and the right exit code ---------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["probe"], ["probe", "--format", "json"], ["patchsets", "list"]])
+def test_a_full_stdout_is_one_line_exit_3(command):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*kcheck_argv(), *command], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    assert done.returncode == 3
+    assert (
+        done.stderr
+        == "kcheck: error: cannot write to stdout (No space left on device); free space or redirect it\n"
+    )
+
+
+def test_a_closed_stdout_is_one_line_exit_3():
+    done = subprocess.run(
+        [*kcheck_argv(), "probe", "--check", "kernel.release"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        pass_fds=(),
+        preexec_fn=lambda: os.close(1),
+    )
+    assert done.returncode == 3
+    assert done.stderr == "kcheck: error: stdout is closed; run kcheck with stdout open (e.g. >/dev/null)\n"
+
+
+@pytest.mark.parametrize("release", ["5." + "1" * 300, "6.1.0\n", "6.1/../x", "", "-6.1"])
+def test_a_release_that_is_no_kernel_release_is_bad_input(release):
+    done = run_kcheck("probe", "--release", release, "--check", "kernel.release")
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    assert "is not a kernel release (as `uname -r` prints it" in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,21 @@ def seconds(text: str) -> float:
     if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
         raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 and at most {MAX_SECONDS:g} seconds")
     return value
+
+
+# A release as `uname -r` prints it: the kernel keeps at most 64 characters (__NEW_UTS_LEN),
+# and it names files (boot/config-R), so no '/' and no whitespace.
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}")
+
+
+def kernel_release(text: str) -> str:
+    """argparse type: a kernel release string."""
+    if not _RELEASE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not a kernel release (as `uname -r` prints it: at most 64 letters, "
+            "digits and . _ + ~ -)"
+        )
+    return text
 
 
 IMAGE_KERNEL = Path("<image kernel>")  # --boot without a value: the --root image's kernel
@@ -79,6 +95,7 @@ def register(jobs) -> None:
     offline.add_argument(
         "--release",
         metavar="R",
+        type=kernel_release,
         help="the kernel release to judge (default with --root: the vmlinuz link's target, else the newest)",
     )
     vm = parser.add_argument_group("live in a VM (boot a kernel under QEMU with virtme-ng, probe inside)")
