@@ -13,11 +13,12 @@ from kcheck.errors import KcheckError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but usage errors exit with kcheck's bad-input code (3), not 2."""
+    """argparse, but a usage error is one line, with kcheck's bad-input exit code (3, not 2)."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(int(ExitCode.BAD_INPUT), f"{self.prog}: error: {message}\n")
+        command = self.prog.removeprefix("kcheck").strip()
+        where = f"{command}: " if command else ""
+        self.exit(int(ExitCode.BAD_INPUT), f"kcheck: error: {where}{message}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> ArgumentParser:

@@ -91,7 +91,7 @@ def test_the_default_source_is_the_upstream_release_kept_as_data(tmp_path):
             "--prefix /usr would overwrite the distro's /usr/sbin/criu",
         ),
         (["--source", "{tarball}", "--prefix", "{junk}/x"], "is not a writable directory"),
-        (["--source", "{tarball}", "--jobs", "0"], "--jobs 0: must be 1 or more"),
+        (["--source", "{tarball}", "--jobs", "0"], "argument --jobs/-j: 0 jobs: give 1 to 4096"),
         (["--repo", "/nonexistent"], "--repo /nonexistent: name the release with --tag"),
     ],
 )

@@ -8,8 +8,8 @@ build-kernel's options default to SUPPRESS so its handler can tell what was give
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from kcheck.core.args import jobs_arg, path_arg
 from kcheck.probe.cli import seconds
 
 SUPPRESS = argparse.SUPPRESS
@@ -27,7 +27,7 @@ def register(jobs) -> None:
     )
     source = parser.add_argument_group("source")
     source.add_argument(
-        "--tree", type=Path, metavar="PATH", help="an existing kernel git checkout to build in"
+        "--tree", type=path_arg, metavar="PATH", help="an existing kernel git checkout to build in"
     )
     source.add_argument(
         "--repo",
@@ -36,7 +36,7 @@ def register(jobs) -> None:
     )
     source.add_argument("--branch", metavar="B", help="branch to clone with --repo")
     source.add_argument(
-        "--reference", type=Path, metavar="DIR", help="a local kernel clone to borrow objects from"
+        "--reference", type=path_arg, metavar="DIR", help="a local kernel clone to borrow objects from"
     )
     source.add_argument(
         "--no-filter",
@@ -46,7 +46,7 @@ def register(jobs) -> None:
     )
     source.add_argument(
         "--workdir",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="state, logs, metadata and clones (default /var/tmp/kcheck-build for root, "
         "else ~/.cache/kcheck/build)",
@@ -63,7 +63,7 @@ def register(jobs) -> None:
         help="apply this patchset even if the version does not need it (repeatable; "
         "default: those kcheck audit finds needed and missing)",
     )
-    picks.add_argument("--catalog", type=Path, metavar="DIR", help="patchset catalog directory")
+    picks.add_argument("--catalog", type=path_arg, metavar="DIR", help="patchset catalog directory")
     config = parser.add_argument_group("config")
     config.add_argument(
         "--config",
@@ -88,7 +88,7 @@ def register(jobs) -> None:
         help="release suffix (default -kcheck); write --localversion=-lab, as it starts with '-'",
     )
     build = parser.add_argument_group("build")
-    build.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel make jobs (default: nproc)")
+    build.add_argument("--jobs", "-j", type=jobs_arg, metavar="N", help="parallel make jobs (default: nproc)")
     build.add_argument(
         "--targets",
         action="append",
@@ -169,17 +169,22 @@ def register_criu(jobs) -> None:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--source", type=Path, metavar="DIR|TARBALL", help="a local CRIU tree or release tarball"
+        "--source", type=path_arg, metavar="DIR|TARBALL", help="a local CRIU tree or release tarball"
     )
     source.add_argument("--repo", metavar="URL", help="a CRIU git repository (default: upstream)")
     parser.add_argument("--tag", metavar="TAG", help="release tag to clone (default: the newest known)")
     parser.add_argument(
-        "--prefix", type=Path, metavar="DIR", help="install prefix (default /usr/local: /usr/local/sbin/criu)"
+        "--prefix",
+        type=path_arg,
+        metavar="DIR",
+        help="install prefix (default /usr/local: /usr/local/sbin/criu)",
     )
-    parser.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel make jobs (default: nproc + 1)")
+    parser.add_argument(
+        "--jobs", "-j", type=jobs_arg, metavar="N", help="parallel make jobs (default: nproc + 1)"
+    )
     parser.add_argument(
         "--workdir",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="where to build (default /var/tmp/kcheck-build-criu as root, else ~/.cache/kcheck/build-criu)",
     )

@@ -213,8 +213,6 @@ def preflight(options: CriuOptions) -> None:
     refuse_missing([req for req in wanted if not req.present()], "CRIU build dependencies")
     check_prefix(options.prefix)
     require_writable(options.workdir, f"--workdir {options.workdir}", "pass another --workdir")
-    if options.jobs < 1:
-        raise KcheckError(f"--jobs {options.jobs}: must be 1 or more")
 
 
 def preflight_run(options: CriuOptions) -> None:

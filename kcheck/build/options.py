@@ -37,6 +37,23 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _PLAIN_ARG = re.compile(r"^[^\s-][^\s]*$")
 # --localversion ends up unquoted in make's commands, some run as root (rm -rf $(MODLIB)/kernel).
 _LOCALVERSION = re.compile(r"^[A-Za-z0-9._+~-]*$")
+MAX_RELEASE = 64  # the kernel's __NEW_UTS_LEN: the whole release string must fit
+# A --set string goes into .config and from there into make and generated files: no quotes,
+# no shell or make metacharacters, no newlines.
+_SET_STRING = re.compile(r'^"[A-Za-z0-9._+~,:/=@ -]{0,256}"$')
+
+
+def check_localversion(value: str, flag: str) -> None:
+    """The release suffix: safe unquoted in make's commands, and short enough for uname."""
+    if not _LOCALVERSION.match(value):
+        raise KcheckError(
+            f"{flag} {value!r}: use only letters, digits and . _ + ~ - "
+            "(no spaces, quotes or shell characters)"
+        )
+    if len(value) > MAX_RELEASE:
+        raise KcheckError(
+            f"{flag} {value[:20]!r}...: {len(value)} characters; a kernel release holds {MAX_RELEASE}"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,15 @@ def parse_setting(text: str) -> ConfigSetting:
             f'--set {text}: expected CONFIG_NAME=y|m|n|NUMBER|"string", '
             "e.g. --set CONFIG_CHECKPOINT_RESTORE=y"
         )
-    return ConfigSetting(match.group(1).removeprefix("CONFIG_"), match.group(2))
+    name, value = match.group(1), match.group(2)
+    if name == "CONFIG_LOCALVERSION":
+        check_localversion(value.strip('"'), f"--set {name}")
+    elif value.startswith('"') and not _SET_STRING.match(value):
+        raise KcheckError(
+            f"--set {name}: a string may hold only letters, digits, spaces and . _ + ~ , : / = @ - "
+            "(no quotes, $, `, ;, backslashes or newlines), at most 256 characters"
+        )
+    return ConfigSetting(name.removeprefix("CONFIG_"), value)
 
 
 def parse_size(text: str) -> int:
@@ -174,11 +199,7 @@ class BuildOptions:
             words = self.cc_wrapper.split()
             if not words or any(w not in CC_WRAPPERS for w in words) or len(set(words)) != len(words):
                 raise KcheckError(f'--cc-wrapper {self.cc_wrapper!r}: use ccache, distcc or "ccache distcc"')
-        if not _LOCALVERSION.match(self.localversion):
-            raise KcheckError(
-                f"--localversion {self.localversion!r}: use only letters, digits and . _ + ~ - "
-                "(no spaces, quotes or shell characters)"
-            )
+        check_localversion(self.localversion, "--localversion")
 
     @property
     def cc(self) -> str | None:

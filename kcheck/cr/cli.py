@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from kcheck.core.args import path_arg
 
 ENGINES = ("auto", "docker", "podman", "external")
 
@@ -25,7 +26,7 @@ def register(jobs) -> None:
     )
     checkpoint.add_argument(
         "--export",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="podman: export the checkpoint to FILE (tar.gz) to move it to another host",
     )
@@ -39,7 +40,7 @@ def register(jobs) -> None:
     restore.add_argument(
         "--import",
         dest="import_file",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="podman: restore from a checkpoint exported with --export",
     )
@@ -50,7 +51,9 @@ def register(jobs) -> None:
 
     listing = actions.add_parser("list", help="list a docker container's checkpoints (docker checkpoint ls)")
     listing.add_argument("container", metavar="CONTAINER", help="container name or id")
-    listing.add_argument("--dir", dest="directory", type=Path, metavar="DIR", help="docker --checkpoint-dir")
+    listing.add_argument(
+        "--dir", dest="directory", type=path_arg, metavar="DIR", help="docker --checkpoint-dir"
+    )
     listing.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     listing.set_defaults(handler=run_list)
 
@@ -61,9 +64,11 @@ def register(jobs) -> None:
         "Exit 0 compatible, 1 not compatible, 3 bad input.",
     )
     compare.add_argument(
-        "source", type=Path, metavar="SOURCE.json", help="probe report of the checkpoint host"
+        "source", type=path_arg, metavar="SOURCE.json", help="probe report of the checkpoint host"
     )
-    compare.add_argument("target", type=Path, metavar="TARGET.json", help="probe report of the restore host")
+    compare.add_argument(
+        "target", type=path_arg, metavar="TARGET.json", help="probe report of the restore host"
+    )
     compare.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     compare.set_defaults(handler=run_compare)
 
@@ -81,7 +86,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dir",
         dest="directory",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="checkpoint directory: docker --checkpoint-dir; external images go in DIR/NAME "
         "(default /var/lib/kcheck/checkpoints/CONTAINER)",
@@ -99,9 +104,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run without checking the kernel first (dangerous: the container can be lost)",
     )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="kernel config for the pre-flight")
+    parser.add_argument("--config", type=path_arg, metavar="FILE", help="kernel config for the pre-flight")
     parser.add_argument(
-        "--catalog", type=Path, metavar="DIR", help="patchset catalog the pre-flight names fixes from"
+        "--catalog", type=path_arg, metavar="DIR", help="patchset catalog the pre-flight names fixes from"
     )
 
 

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from kcheck.core.args import path_arg
+
 FORMAT_NAMES = ("text", "json")
 CATALOG_SCHEMA = "kcheck.patchsets/1"
 
@@ -19,7 +21,7 @@ def register(jobs) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--catalog",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="patchset catalog directory (default: the shipped catalog)",
     )
@@ -42,7 +44,7 @@ def register(jobs) -> None:
     validate.add_argument(
         "directory",
         nargs="?",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="catalog to validate (default: --catalog, else the shipped catalog)",
     )
@@ -56,7 +58,7 @@ def register(jobs) -> None:
         "missing or unknown, with evidence. Exit 0 all present, 1 some missing, 2 some unknown, "
         "3 bad input. The tree is only read.",
     )
-    audit.add_argument("tree", type=Path, metavar="TREE", help="a kernel git tree (working tree or bare)")
+    audit.add_argument("tree", type=path_arg, metavar="TREE", help="a kernel git tree (working tree or bare)")
     audit.add_argument("--rev", default="HEAD", help="the revision to audit (default HEAD)")
     audit.add_argument(
         "--patchset",

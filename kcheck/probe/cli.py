@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from kcheck.core.args import path_arg
 from kcheck.probe import DEFAULT_TIMEOUT
 
 FORMAT_NAMES = ("text", "json", "junit", "prometheus", "npd", "github")
@@ -53,7 +54,7 @@ def register(jobs) -> None:
         "Exit 0 ready, 1 not ready, 2 undecided, 3 bad input.",
     )
     parser.add_argument("--format", choices=FORMAT_NAMES, default="text", help="output format")
-    parser.add_argument("--output", type=Path, metavar="FILE", help="write the report here (atomically)")
+    parser.add_argument("--output", type=path_arg, metavar="FILE", help="write the report here (atomically)")
     parser.add_argument(
         "--check",
         action="append",
@@ -77,7 +78,7 @@ def register(jobs) -> None:
     )
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="kernel config to check (default: /proc/config.gz, /boot/config-R, ...)",
     )
@@ -87,11 +88,11 @@ def register(jobs) -> None:
         metavar="SECONDS",
         help=f"limit for each live probe (default {DEFAULT_TIMEOUT:g}; live only)",
     )
-    parser.add_argument("--catalog", type=Path, metavar="DIR", help="patchset catalog directory")
+    parser.add_argument("--catalog", type=path_arg, metavar="DIR", help="patchset catalog directory")
     offline = parser.add_argument_group(
         "offline (judge a kernel that is not running, e.g. a node image, from its files)"
     )
-    offline.add_argument("--root", type=Path, metavar="DIR", help="an unpacked or mounted image root")
+    offline.add_argument("--root", type=path_arg, metavar="DIR", help="an unpacked or mounted image root")
     offline.add_argument(
         "--release",
         metavar="R",
@@ -103,7 +104,7 @@ def register(jobs) -> None:
         "--boot",
         nargs="?",
         const=IMAGE_KERNEL,
-        type=Path,
+        type=path_arg,
         metavar="KERNEL",
         help="boot this bzImage/vmlinuz; without KERNEL, the --root image's own kernel",
     )
