@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,12 @@ def run_kcheck(
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="live probes need root (CI runs as root)")
+
+
+@pytest.fixture
+def open_dir():
+    """A directory user nobody can reach, for tests run as nobody (pytest's tmp_path is root's only)."""
+    path = Path(tempfile.mkdtemp(prefix="kcheck-nobody-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import git
@@ -183,15 +182,6 @@ def test_a_repository_that_is_not_criu_fails_the_fetch_and_installs_nothing(tmp_
     assert "is not a CRIU source tree (no Makefile.versions, criu/Makefile, Makefile.install)" in done.stderr
     assert "Traceback" not in done.stderr
     assert not prefix.exists() and not (tmp_path / "state").exists()
-
-
-@pytest.fixture
-def open_dir():
-    """A directory user nobody can reach (pytest's tmp_path is root's only)."""
-    path = Path(tempfile.mkdtemp(prefix="kcheck-nobody-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 @requires_root

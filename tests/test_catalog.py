@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_kcheck
+from conftest import kcheck_argv, requires_root, run_kcheck
 from gitrepos import catalog_commit, patchset, patchset_toml, write_catalog
 
 from kcheck.core.release import KernelVersion
@@ -253,3 +254,36 @@ def test_validate_refuses_two_different_directories(tmp_path):
     result = run_kcheck("patchsets", "validate", str(tmp_path), "--catalog", str(SOURCE_CATALOG))
     assert result.returncode == ExitCode.BAD_INPUT
     assert "pass one" in result.stderr
+
+
+def test_a_non_ascii_name_is_said_to_be_non_ascii_not_a_mismatch(tmp_path):
+    """aïo.toml named "aïo" matches its file; what is wrong is the character."""
+    write_catalog(tmp_path, patchset("aïo", [catalog_commit("a" * 12, "aio: fix")]))
+    with pytest.raises(CatalogError, match="'aïo' must be lowercase ASCII letters, digits and dashes"):
+        load_catalog(tmp_path, None)
+
+
+@requires_root
+def test_an_unlistable_catalog_dir_says_so(open_dir):
+    """Run as nobody: root can list any directory."""
+    catalog = open_dir / "catalog"
+    catalog.mkdir()
+    catalog.chmod(0o711)  # nobody may enter it, not list it
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            *kcheck_argv(),
+            "patchsets",
+            "list",
+            "--catalog",
+            str(catalog),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3
+    assert f"{catalog}: cannot list the catalog directory (Permission denied)" in done.stderr

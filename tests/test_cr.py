@@ -201,7 +201,7 @@ def test_engine_failure_exits_1_with_the_last_lines_of_its_stderr(host):
     assert "daemon line 3" not in done.stderr  # only the last 5 lines
 
 
-@pytest.mark.parametrize("container", ["-rf", "a/b", "web;reboot", "", "_web", "x" * 300])
+@pytest.mark.parametrize("container", ["-rf", "a/b", "web;reboot", "", "_web"])
 def test_invalid_container_name_is_bad_input_and_nothing_runs(host, container):
     done = cr(host, "checkpoint", "--", container)
     assert done.returncode == 3
@@ -365,3 +365,9 @@ def test_preflight_reads_the_catalog_given(host, tmp_path):
     assert done.returncode == 3
     assert f"{tmp_path / 'no-catalog'}: catalog directory not found; pass --catalog DIR" in done.stderr
     assert changes(host, "docker") == []
+
+
+def test_a_very_long_container_name_is_said_to_be_too_long(host):
+    done = cr(host, "checkpoint", "w" * 5000)
+    assert done.returncode == 3
+    assert error_line(done).endswith("is 5000 characters long; names hold at most 255")

@@ -95,7 +95,7 @@ def test_a_check_missing_from_the_target_report_is_incompatible(tmp_path):
     target.checks = [c for c in target.checks if c.id != "overlayfs.maps"]
     pair = load_report(write(tmp_path / "s.json", report())), load_report(write(tmp_path / "t.json", target))
     [problem] = compare(*pair)
-    assert problem.message == "overlayfs.maps passes on the source but is not run on the target"
+    assert problem.message == "overlayfs.maps passes on the source but was not run on the target"
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_edited_copies_of_this_hosts_real_probe_report(tmp_path):
     target.write_text(json.dumps(data))
     done = run_kcheck("cr", "compare", str(source), str(target))
     assert done.returncode == 1
-    assert f"FAIL check: {passing['id']} passes on the source but is fail on the target" in done.stdout
+    assert f"FAIL check: {passing['id']} passes on the source but is failing on the target" in done.stdout
 
 
 @pytest.mark.parametrize(

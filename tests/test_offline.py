@@ -288,3 +288,24 @@ def test_a_vmlinuz_link_loop_is_no_kernel_and_a_config_loop_is_bad_input(tmp_pat
     looped = run_kcheck("probe", "--root", str(root))
     assert looped.returncode == 3
     assert f"/boot/config-{NEW} is a symlink loop in the image" in looped.stderr
+
+
+def test_a_release_without_a_version_decides_nothing_and_says_so(tmp_path):
+    """An image whose only kernel is boot/vmlinuz-custom."""
+    root = make_image(tmp_path / "img", ["custom"])
+    done, report = probe("--root", str(root), "--check", "overlayfs.mnt_id")
+    assert done.returncode == 2
+    detail = checks(report)["overlayfs.mnt_id"]["detail"]
+    assert "kernel release 'custom' has no version kcheck can read, so it decides nothing" in detail
+    assert "older than" not in detail
+
+
+def test_a_corrupt_changelog_is_not_called_absent(tmp_path):
+    root = make_image(tmp_path / "img", [OLD])
+    path = root / f"usr/share/doc/linux-image-{OLD}/changelog.Debian.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    done, report = probe("--root", str(root), "--check", "overlayfs.mnt_id")
+    detail = checks(report)["overlayfs.mnt_id"]["detail"]
+    assert f"cannot use {path}" in detail
+    assert "no build record or kernel changelog" not in detail

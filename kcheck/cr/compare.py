@@ -44,6 +44,15 @@ class Problem:
     check: str | None = None
 
 
+# How a status reads in a sentence ("... but fails on the target").
+STATUS_WORD = {
+    Status.PASS: "passing",
+    Status.FAIL: "failing",
+    Status.UNKNOWN: "unknown",
+    Status.SKIP: "skipped",
+}
+
+
 def load_report(path: Path) -> HostReport:
     """A probe JSON report; bad input (exit 3) naming the file when it is not one."""
     fix = "make it with `kcheck probe --format json --output FILE`"
@@ -84,7 +93,8 @@ def compare(source: HostReport, target: HostReport) -> list[Problem]:
             problems.append(
                 Problem(
                     "check",
-                    f"{check} passes on the source but is {on_target or 'not run'} on the target{detail}",
+                    f"{check} passes on the source but "
+                    f"{f'is {STATUS_WORD[on_target]}' if on_target else 'was not run'} on the target{detail}",
                     check,
                 )
             )

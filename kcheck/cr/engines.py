@@ -14,7 +14,8 @@ from kcheck.errors import KcheckError
 
 # docker's and podman's rule for names, which hex ids also satisfy. No leading '-',
 # so a name can never be read as an option by the engine.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+MAX_NAME = 255
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 RUNC_CONF = Path("/etc/criu/runc.conf")
 # dockerd restores only from its own checkpoint dir from 17.12 on (containerd 1.0):
 # `docker start --checkpoint-dir` says "custom checkpointdir is not supported" (moby#37344).
@@ -23,6 +24,10 @@ TCP_ESTABLISHED = "tcp-established"
 
 
 def validate_name(value: str, what: str) -> str:
+    if len(value) > MAX_NAME:
+        raise KcheckError(
+            f"{what} {value[:20]!r}... is {len(value)} characters long; names hold at most {MAX_NAME}"
+        )
     if not _NAME.fullmatch(value):
         raise KcheckError(
             f"{what} {value!r} is not a valid container name or id: use letters, digits, "

@@ -85,7 +85,10 @@ def load_catalog(
     directory = directory or default_catalog_dir()
     if not directory.is_dir():
         raise CatalogError(f"{directory}: catalog directory not found; pass --catalog DIR")
-    files = sorted(directory.glob("*.toml"))
+    try:
+        files = sorted(path for path in directory.iterdir() if path.suffix == ".toml")
+    except OSError as exc:
+        raise CatalogError(f"{directory}: cannot list the catalog directory ({exc.strerror})") from None
     if not files:
         raise CatalogError(f"{directory}: no *.toml patchsets in the catalog directory")
     known = set(known_checks) if known_checks is not None else None
@@ -118,8 +121,10 @@ def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
 
     _check_keys(data, _PATCHSET_KEYS, _REQUIRED_PATCHSET_KEYS, "", fail)
     name = _string(data, "name", fail)
-    if not _NAME.match(name) or name != path.stem:
-        raise fail("name", f"{name!r} must be lowercase-dashed and match the file name {path.stem!r}")
+    if not _NAME.match(name):
+        raise fail("name", f"{name!r} must be lowercase ASCII letters, digits and dashes")
+    if name != path.stem:
+        raise fail("name", f"{name!r} must match the file name {path.stem!r}")
     fixes = data["fixes"]
     if not isinstance(fixes, list) or not fixes or not all(isinstance(f, str) for f in fixes):
         raise fail("fixes", "must be a non-empty list of probe check ids")

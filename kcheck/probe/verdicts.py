@@ -361,12 +361,13 @@ def offline_fix(
     if decided := by_version(release_text, min_version, not_live):
         return decided
     seen = [f"changelog lacks {', '.join(missing)}"] if missing else []
-    for problem in ("record_error", "changelog_error"):
-        if image.get(problem):
-            seen.append(f"cannot use {image[problem]}")
-    if not image.get("record") and not isinstance(changelog, str):
+    problems = [f"cannot use {image[key]}" for key in ("record_error", "changelog_error") if image.get(key)]
+    seen += problems
+    if not (image.get("record") or isinstance(changelog, str) or problems):
         seen.append("no build record or kernel changelog in the image")
-    if min_version:
+    if release is None:
+        seen.append(f"kernel release {release_text!r} has no version kcheck can read, so it decides nothing")
+    elif min_version:
         seen.append(f"kernel {release_text} is older than {min_version}")
     return Outcome(
         Status.UNKNOWN,
