@@ -359,3 +359,12 @@ def test_a_release_that_is_no_kernel_release_is_bad_input(release):
     assert done.returncode == 3
     assert "Traceback" not in done.stderr
     assert "is not a kernel release (as `uname -r` prints it" in done.stderr
+
+
+def test_npd_bad_input_is_one_line_on_stdout_and_exit_2():
+    """node-problem-detector understands only 0/1/2 and a line of stdout."""
+    done = run_kcheck("probe", "--format", "npd", "--check", "nope.x")
+    assert done.returncode == 2
+    assert done.stdout.startswith("kcheck cannot probe: --check nope.x: unknown check id")
+    assert done.stdout.count("\n") == 1 and len(done.stdout) <= 81
+    assert one_error_line(done).startswith("kcheck: error: --check nope.x")

@@ -371,3 +371,11 @@ def test_a_very_long_container_name_is_said_to_be_too_long(host):
     done = cr(host, "checkpoint", "w" * 5000)
     assert done.returncode == 3
     assert error_line(done).endswith("is 5000 characters long; names hold at most 255")
+
+
+def test_options_after_a_double_dash_are_one_line_bad_input(host):
+    done = cr(host, "checkpoint", "--", "--privileged", "--dry-run")
+    assert done.returncode == 3
+    assert error_line(done) == "kcheck: error: unrecognized arguments: --dry-run; see `kcheck --help`"
+    assert done.stderr.count("\n") == 1
+    assert changes(host, "docker") == []

@@ -215,6 +215,12 @@ def render_npd(report: Report) -> str:
         line = f"CRIU readiness undecided: {', '.join(undecided)}"
     else:
         line = f"CRIU ready: {_summary(report)}"
+    return npd_line(line)
+
+
+def npd_line(line: str) -> str:
+    """One line, at most NPD_MAX characters, as node-problem-detector shows it."""
+    line = " ".join(line.split())
     if len(line) > NPD_MAX:
         line = line[: NPD_MAX - 3] + "..."
     return line + "\n"

@@ -133,6 +133,23 @@ def register(jobs) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kcheck.errors import KcheckError
+
+    try:
+        return _run(args)
+    except KcheckError as exc:
+        if args.format != "npd":
+            raise
+        # node-problem-detector reads only 0/1/2 and one line of stdout: bad input is unknown.
+        from kcheck.core.render import npd_line
+        from kcheck.core.result import ExitCode
+
+        print(f"kcheck: error: {exc}", file=sys.stderr)
+        sys.stdout.write(npd_line(f"kcheck cannot probe: {exc}"))
+        return int(ExitCode.UNDECIDED)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kcheck.errors import KcheckError
     from kcheck.probe.engine import probe_setup, run_probe, select_checks
 
     if args.boot is not None:
