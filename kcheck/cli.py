@@ -18,7 +18,8 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         command = self.prog.removeprefix("kcheck").strip()
         where = f"{command}: " if command else ""
-        self.exit(int(ExitCode.BAD_INPUT), f"kcheck: error: {where}{message}; see `{self.prog} --help`\n")
+        line = _printable(f"{where}{message}", keep_newlines=False)
+        self.exit(int(ExitCode.BAD_INPUT), f"kcheck: error: {line}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> ArgumentParser:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kcheck: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KcheckError as exc:
-        print(f"kcheck: error: {exc}", file=sys.stderr)
+        print(f"kcheck: error: {_printable(str(exc), exc.exit_code != ExitCode.BAD_INPUT)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("kcheck: interrupted", file=sys.stderr)
@@ -74,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     finally:
         sys.stdout = stdout
+
+
+def _printable(text: str, keep_newlines: bool) -> str:
+    """Input echoed in a message is shown escaped: bad input stays one line, and no control
+    character reaches the terminal. Refusals (exit 1) keep their lines (the failing checks)."""
+    return "".join(
+        char if char.isprintable() or (keep_newlines and char == "\n") else repr(char)[1:-1] for char in text
+    )
 
 
 class StdoutFailed(KcheckError):
