@@ -23,6 +23,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
+    from kcheck import completion
     from kcheck.build import cli as build_cli
     from kcheck.cr import cli as cr_cli
     from kcheck.patchsets import cli as patchsets_cli
@@ -41,6 +42,7 @@ def build_parser() -> ArgumentParser:
     cr_cli.register(jobs)
     build_cli.register(jobs)
     build_cli.register_criu(jobs)
+    completion.register(jobs)
     return parser
 
 

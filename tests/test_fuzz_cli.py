@@ -12,7 +12,6 @@ prints every case tried.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import stat
@@ -25,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kcheck.cli import build_parser
+from kcheck.completion import command_tree, leaves
 
 EXAMPLES = int(os.environ.get("KCHECK_FUZZ_EXAMPLES", "60"))
 VERBOSE = os.environ.get("KCHECK_FUZZ_VERBOSE") == "1"
@@ -42,23 +42,11 @@ FILE_KINDS = (
 )
 
 
-def subcommands() -> dict[tuple[str, ...], list[str]]:
-    """Every leaf subcommand of the real parser, with its option strings."""
-    found: dict[tuple[str, ...], list[str]] = {}
-
-    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
-        children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        if not children:
-            found[path] = [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
-        for action in children:
-            for name, child in action.choices.items():
-                walk(child, (*path, name))
-
-    walk(build_parser(), ())
-    return found
-
-
-SUBCOMMANDS = subcommands()
+# Every leaf subcommand of the real parser, with its option strings.
+SUBCOMMANDS = {
+    path: [o for o in node.options if o not in ("-h", "--help")]
+    for path, node in leaves(command_tree(build_parser())).items()
+}
 
 
 def make_root(top: Path, blobs: dict[str, bytes]) -> dict[str, Path]:
