@@ -232,6 +232,14 @@ BAD_INPUTS = {
         "no numeric VERSION and PATCHLEVEL",
     ),
     "unknown-rev": (lambda repos, tmp: [str(repos.distro), "--rev", "v9.9"], "unknown rev 'v9.9'"),
+    "tree-rev": (
+        lambda repos, tmp: [str(repos.distro), "--rev", "HEAD^{tree}"],
+        "rev 'HEAD^{tree}' is a tree, not a commit",
+    ),
+    "empty-repo": (
+        lambda repos, tmp: [str(init_repo(tmp / "empty").working_tree_dir)],
+        "the repository has no commits yet",
+    ),
     "option-like-rev": (
         lambda repos, tmp: [str(repos.distro), "--rev=--output=x"],
         "unknown rev '--output=x'",

@@ -368,3 +368,13 @@ def test_npd_bad_input_is_one_line_on_stdout_and_exit_2():
     assert done.stdout.startswith("kcheck cannot probe: --check nope.x: unknown check id")
     assert done.stdout.count("\n") == 1 and len(done.stdout) <= 81
     assert one_error_line(done).startswith("kcheck: error: --check nope.x")
+
+
+@requires_root
+def test_a_tiny_timeout_says_what_did_not_finish_and_what_to_raise():
+    done = run_kcheck("probe", "--format", "json", "--timeout", "0.001")
+    checks = {c["id"]: c for c in json.loads(done.stdout)["checks"]}
+    assert "did not finish within 0.001s; raise --timeout" in checks["overlayfs.maps"]["detail"]
+    criu = checks["criu.check"]["detail"]
+    if checks["criu.check"]["status"] == "unknown":  # criu installed: its run did not finish either
+        assert "did not finish within" in criu and "raise --timeout" in criu

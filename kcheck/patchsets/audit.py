@@ -252,6 +252,17 @@ def _resolve(repo: git.Repo, name: str) -> str | None:
         return None
 
 
+def _why_no_commit(repo: git.Repo, rev: str) -> str:
+    """Why `rev` names no commit: an empty repository, another kind of object, or nothing."""
+    if not repo.head.is_valid() and rev == "HEAD":
+        return "the repository has no commits yet"
+    try:
+        kind = repo.git.cat_file("-t", "--end-of-options", rev)
+    except git.GitCommandError:
+        return f"unknown rev {rev!r}"
+    return f"rev {rev!r} is a {kind}, not a commit"
+
+
 def open_tree(path: Path, rev: str) -> KernelTree:
     """Open a kernel git tree at `rev` and read its version from the Makefile at that rev."""
     try:
@@ -263,11 +274,11 @@ def open_tree(path: Path, rev: str) -> KernelTree:
     try:
         head = _resolve(repo, rev)
     except AmbiguousSha:
-        head = None
-    if head is None:
         raise KcheckError(
-            f"{path}: unknown rev {rev!r}; pass --rev with a branch, tag or commit of that tree"
-        )
+            f"{path}: rev {rev!r} is ambiguous; give more hex digits, or a branch or tag"
+        ) from None
+    if head is None:
+        raise KcheckError(f"{path}: {_why_no_commit(repo, rev)}; pass --rev with a branch, tag or commit")
     try:
         makefile = repo.git.cat_file("blob", f"{head}:Makefile")
     except git.GitCommandError:

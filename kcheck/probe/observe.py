@@ -203,7 +203,7 @@ def start_criu(ctx: ProbeContext) -> Finisher:
     def finish() -> dict[str, Any]:
         try:
             version_done = _finish_tool(version, ctx.timeout)
-            check_done = _finish_tool(check, ctx.timeout * 3)
+            check_done = _finish_tool(check, ctx.timeout * 3, "3 × --timeout")
         finally:
             for process in (version, check):
                 if process.poll() is None:
@@ -236,7 +236,7 @@ def _start_tool(argv: list[str]) -> subprocess.Popen:
         raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
 
 
-def _finish_tool(process: subprocess.Popen, timeout: float) -> dict[str, Any]:
+def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--timeout") -> dict[str, Any]:
     import subprocess
 
     try:
@@ -244,7 +244,9 @@ def _finish_tool(process: subprocess.Popen, timeout: float) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-        raise Unavailable(f"{shlex.join(process.args)} timed out after {timeout:g}s") from None
+        raise Unavailable(
+            f"{shlex.join(process.args)} did not finish within {timeout:g}s ({allowed}); raise --timeout"
+        ) from None
     return {"returncode": process.returncode, "output": stderr + stdout}
 
 
@@ -386,7 +388,7 @@ def start_child(
         try:
             line = _read_line(read_end, deadline)
         except TimeoutError:
-            raise Unavailable(f"{what} timed out after {timeout:g}s") from None
+            raise Unavailable(f"{what} did not finish within {timeout:g}s; raise --timeout") from None
         finally:
             os.close(read_end)
             if not detach:
