@@ -587,3 +587,15 @@ def test_options_round_trip_through_the_state_file(tmp_path):
         targets=("bzImage",),
     )
     assert BuildOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_a_config_that_never_ends_is_refused_at_once_even_in_a_dry_run(kernel, tmp_path, kind):
+    """A FIFO as --config once held build-kernel --dry-run for minutes."""
+    if kind == "fifo":
+        config = tmp_path / "config-fifo"
+        os.mkfifo(config)
+    else:
+        config = Path("/dev/zero")
+    done = build(kernel, "--config", str(config), "--dry-run")
+    assert_refused(kernel, done, f"config file {config} is a", "not a regular file")
