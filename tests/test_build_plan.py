@@ -599,3 +599,29 @@ def test_a_config_that_never_ends_is_refused_at_once_even_in_a_dry_run(kernel, t
         config = Path("/dev/zero")
     done = build(kernel, "--config", str(config), "--dry-run")
     assert_refused(kernel, done, f"config file {config} is a", "not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        (
+            {"schema": "kcheck.build-state/1", "options": {}, "stages": {"pick": {"status": "maybe"}}},
+            "$.stages.pick lacks",
+        ),
+        (
+            {"schema": "kcheck.build-state/1", "options": {}, "stages": {"nap": {}}},
+            "$.stages key 'nap' is 'nap'",
+        ),
+        ({"schema": "kcheck.build-state/1", "options": [], "stages": {}}, "$.options is list, not object"),
+    ],
+)
+def test_a_malformed_state_file_is_refused_with_what_is_wrong(kernel, state, problem):
+    work = kernel.root / "work"
+    work.mkdir()
+    (work / "state.json").write_text(json.dumps(state))
+    done = build(kernel)
+    assert done.returncode == 3
+    assert (
+        "unreadable state (not a kcheck.build-state/1 state file: " in done.stderr and problem in done.stderr
+    )
+    assert "Traceback" not in done.stderr

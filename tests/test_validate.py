@@ -41,6 +41,20 @@ SAMPLES = {
         "installed": "2026-12-02T10:00:00Z",
         "metadata": "/var/tmp/kcheck-build/metadata.json",
     },
+    "build-state-1": {
+        "schema": "kcheck.build-state/1",
+        "options": {"tree": "/usr/src/linux", "jobs": 3},
+        "stages": {
+            "fetch": {
+                "status": "done",
+                "inputs": {"patchsets": ["overlayfs-mnt-id"]},
+                "outputs": {},
+                "started": 1.5,
+                "duration": 2.0,
+            },
+            "build": {"status": "running", "inputs": {}, "outputs": {}, "started": 3, "duration": None},
+        },
+    },
     "criu-build-1": {
         "schema": "kcheck.criu-build/1",
         "version": "4.2",

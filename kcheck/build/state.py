@@ -21,6 +21,7 @@ from typing import Any
 
 from kcheck.core.files import read_json
 from kcheck.core.output import write_atomic
+from kcheck.core.validate import first_problem
 from kcheck.errors import KcheckError
 
 STATE_FILE = "state.json"
@@ -77,6 +78,8 @@ class BuildState:
         path = workdir / STATE_FILE
         try:
             data = read_json(path)
+            if problem := first_problem(data, "build-state-1"):
+                raise ValueError(f"not a {SCHEMA} state file: {problem}")
             stages = {
                 Stage(name): StageRecord(
                     StageStatus(record["status"]),

@@ -1,7 +1,7 @@
 """A fast structural check of a document against its JSON Schema file in kcheck/schemas.
 
 It reads the subset of JSON Schema those files use (type, properties, required,
-additionalProperties, items, enum, const, minimum, pattern), so the schema stays the one
+additionalProperties, propertyNames, items, enum, const, minimum, pattern), so the schema stays the one
 description of each document. jsonschema itself is a test dependency only; the tests check
 that both give the same answer.
 """
@@ -82,6 +82,10 @@ def _problem(value: Any, rule: dict[str, Any], where: str) -> str | None:
 def _object_problem(value: dict[str, Any], rule: dict[str, Any], where: str) -> str | None:
     if missing := [key for key in rule.get("required", []) if key not in value]:
         return f"{where} lacks {', '.join(missing)}"
+    if isinstance(rule.get("propertyNames"), dict):
+        for key in value:
+            if found := _problem(key, rule["propertyNames"], f"{where} key {key!r}"):
+                return found
     properties = rule.get("properties", {})
     extra = rule.get("additionalProperties", True)
     for key, item in value.items():
