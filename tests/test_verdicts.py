@@ -294,3 +294,75 @@ def test_criu_trial_without_criu_fails_and_names_build_criu():
     outcome = verdicts.criu_trial({"installed": False})
     assert outcome.status == Status.FAIL
     assert "kcheck build-criu" in outcome.remedy
+
+
+# --- the overlay verdicts decide right on consistent observations, fixed or broken ------------------
+
+
+@st.composite
+def overlay_observations(draw):
+    """A consistent overlay probe observation, and for each file whether the kernel showed it
+    the fixed way (overlay mount id, overlay path, overlay dev:ino) or the broken way (the
+    underlying tmpfs layer's)."""
+    lower_id, overlay_id = draw(st.lists(st.integers(20, 9999), min_size=2, max_size=2, unique=True))
+    lower_dev, overlay_dev = draw(st.lists(st.integers(1, 255), min_size=2, max_size=2, unique=True))
+    base = "/" + draw(st.from_regex(r"[a-z]{1,8}", fullmatch=True))
+    mount_point = f"{base}/merged"
+    mountinfo = (
+        f"{lower_id} 1 0:{lower_dev} / {base} rw - tmpfs kcheck rw\n"
+        f"{overlay_id} {lower_id} 0:{overlay_dev} / {mount_point} rw - overlay overlay "
+        f"rw,lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work\n"
+    )
+    names = draw(st.lists(st.from_regex(r"[a-z]{1,6}", fullmatch=True), min_size=1, max_size=3, unique=True))
+    broken = {
+        kind: draw(st.lists(st.booleans(), min_size=len(names), max_size=len(names)))
+        for kind in ("mnt_id", "link", "maps")
+    }
+    files, maps = [], ""
+    for index, name in enumerate(names):
+        inode, address = 100 + index, 0x7F0000000000 + index * 0x10000
+        path = f"{mount_point}/{name}"
+        seen_id = lower_id if broken["mnt_id"][index] else overlay_id
+        seen_dev = lower_dev if broken["maps"][index] else overlay_dev
+        maps += f"{address:x}-{address + 4096:x} r--s 00000000 00:{seen_dev:02x} {inode} {path}\n"
+        files.append(
+            {
+                "name": name,
+                "path": path,
+                "fdinfo": f"pos:\t0\nflags:\t02100000\nmnt_id:\t{seen_id}\nino:\t{inode}\n",
+                "link": f"{base}/upper/{name}" if broken["link"][index] else path,
+                "map_address": address,
+                "fstat": [0, overlay_dev, inode],
+            }
+        )
+    obs = {"mount_point": mount_point, "userns": False, "files": files, "mountinfo": mountinfo, "maps": maps}
+    return obs, {kind: any(flags) for kind, flags in broken.items()}
+
+
+@given(overlay_observations())
+def test_overlay_verdicts_fail_exactly_when_the_kernel_showed_the_underlying_layer(case):
+    obs, broken = case
+    expected = {kind: Status.FAIL if broken[kind] else Status.PASS for kind in broken}
+    assert verdicts.overlay_mnt_id(obs).status == expected["mnt_id"]
+    assert verdicts.overlay_fd_path(obs).status == expected["link"]
+    assert verdicts.overlay_maps(obs).status == expected["maps"]
+
+
+@given(
+    address=st.integers(1, 1 << 30).map(lambda page: page * 4096),
+    remap_broken=st.booleans(),
+    reopen=st.sampled_from([None, "ENXIO"]),
+)
+def test_aio_verdicts_fail_exactly_when_the_kernel_behaves_the_old_way(address, remap_broken, reopen):
+    """Before 3.19 the context keeps its old address (io_getevents on the moved ring: EINVAL),
+    and reopening the ring through map_files succeeds (errno None)."""
+    obs = {
+        "context": address,
+        "maps": f"{address:x}-{address + 4096:x} rw-s 00000000 00:13 5359 /[aio] (deleted)\n",
+        "moved_to": address + 0x100000,
+        "getevents_moved": [-1, "EINVAL"] if remap_broken else [0, None],
+        "getevents_old": [0, None] if remap_broken else [-1, "EINVAL"],
+        "reopen_errno": reopen,
+    }
+    assert verdicts.aio_ring_remap(obs).status == (Status.FAIL if remap_broken else Status.PASS)
+    assert verdicts.aio_reopen_enxio(obs).status == (Status.PASS if reopen == "ENXIO" else Status.FAIL)
