@@ -9,7 +9,7 @@ import sys
 
 from kcheck import __version__
 from kcheck.core.result import ExitCode
-from kcheck.errors import KcheckError
+from kcheck.errors import KcheckError, printable
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -18,7 +18,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         command = self.prog.removeprefix("kcheck").strip()
         where = f"{command}: " if command else ""
-        line = _printable(f"{where}{message}", keep_newlines=False)
+        line = printable(f"{where}{message}", keep_newlines=False)
         self.exit(int(ExitCode.BAD_INPUT), f"kcheck: error: {line}; see `{self.prog} --help`\n")
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kcheck: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KcheckError as exc:
-        print(f"kcheck: error: {_printable(str(exc), exc.exit_code != ExitCode.BAD_INPUT)}", file=sys.stderr)
+        print(f"kcheck: error: {printable(str(exc), exc.exit_code != ExitCode.BAD_INPUT)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("kcheck: interrupted", file=sys.stderr)
@@ -77,14 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     finally:
         sys.stdout = stdout
-
-
-def _printable(text: str, keep_newlines: bool) -> str:
-    """Input echoed in a message is shown escaped: bad input stays one line, and no control
-    character reaches the terminal. Refusals (exit 1) keep their lines (the failing checks)."""
-    return "".join(
-        char if char.isprintable() or (keep_newlines and char == "\n") else repr(char)[1:-1] for char in text
-    )
 
 
 class StdoutFailed(KcheckError):

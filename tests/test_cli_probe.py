@@ -378,3 +378,17 @@ def test_a_tiny_timeout_says_what_did_not_finish_and_what_to_raise():
     criu = checks["criu.check"]["detail"]
     if checks["criu.check"]["status"] == "unknown":  # criu installed: its run did not finish either
         assert "did not finish within" in criu and "raise --timeout" in criu
+
+
+@requires_root
+def test_output_never_follows_a_link_another_user_planted(tmp_path):
+    """A link in a shared directory, owned by someone else, could point root's write anywhere."""
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "kcheck.prom"
+    link.symlink_to(target)
+    os.lchown(link, 65534, 65534)
+    done = run_kcheck(*PROM, "--output", str(link))
+    assert done.returncode == 3
+    assert one_error_line(done).startswith(f"kcheck: error: --output {link} is a symlink owned by uid 65534")
+    assert target.read_text() == "keep me\n" and link.is_symlink()

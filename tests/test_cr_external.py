@@ -17,6 +17,7 @@ from kcheck.cr.external import (
     Manifest,
     dump_argv,
     external_mounts,
+    load_manifest,
     manifest_from_inspect,
     restore_argv,
 )
@@ -265,3 +266,11 @@ def test_restore_dry_run_prints_the_mounts_and_mounts_nothing(tmp_path):
     assert lines[4:6] == [f"umount --recursive {m.root}", f"umount {m.root}"]
     assert lines[6].startswith("# docker's view of container web is then stale")
     assert f" {m.root} " not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_a_float_pid_in_a_manifest_becomes_an_integer_for_criu(tmp_path):
+    """JSON Schema calls 4242.0 an integer; criu must still get "-t 4242"."""
+    images = tmp_path / "cp" / "kcheck"
+    write(images, manifest_data(manifest(tmp_path), pid=4242.0))
+    loaded = load_manifest(images, "web")
+    assert dump_argv(loaded, images, leave_running=False)[2:4] == ["-t", "4242"]

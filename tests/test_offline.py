@@ -309,3 +309,12 @@ def test_a_corrupt_changelog_is_not_called_absent(tmp_path):
     detail = checks(report)["overlayfs.mnt_id"]["detail"]
     assert f"cannot use {path}" in detail
     assert "no build record or kernel changelog" not in detail
+
+
+def test_module_dirs_that_are_no_release_names_are_ignored(tmp_path):
+    root = make_image(tmp_path / "img", [NEW])
+    (root / "lib/modules" / "not a release").mkdir()
+    (root / os.fsdecode(b"lib/modules/bad\xff")).mkdir()
+    done, report = probe("--root", str(root), "--check", "config.*")
+    assert done.returncode == 0, done.stderr
+    assert report["kernel"]["release"] == NEW and report["kernel"]["image"]["other_releases"] == []

@@ -36,7 +36,7 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _PLAIN_ARG = re.compile(r"^[^\s-][^\s]*$")
 # --localversion ends up unquoted in make's commands, some run as root (rm -rf $(MODLIB)/kernel).
-_LOCALVERSION = re.compile(r"^[A-Za-z0-9._+~-]*$")
+_LOCALVERSION = re.compile(r"[A-Za-z0-9._+~-]*")
 MAX_RELEASE = 64  # the kernel's __NEW_UTS_LEN: the whole release string must fit
 # A --set string goes into .config and from there into make and generated files: no quotes,
 # no shell or make metacharacters, no newlines.
@@ -44,8 +44,9 @@ _SET_STRING = re.compile(r'^"[A-Za-z0-9._+~,:/=@ -]{0,256}"$')
 
 
 def check_localversion(value: str, flag: str) -> None:
-    """The release suffix: safe unquoted in make's commands, and short enough for uname."""
-    if not _LOCALVERSION.match(value):
+    """The release suffix: safe unquoted in make's commands, and no longer than a whole release
+    may be (the version comes on top of it, and make refuses a release that is too long)."""
+    if not _LOCALVERSION.fullmatch(value):
         raise KcheckError(
             f"{flag} {value!r}: use only letters, digits and . _ + ~ - "
             "(no spaces, quotes or shell characters)"
@@ -90,7 +91,9 @@ def parse_setting(text: str) -> ConfigSetting:
         )
     name, value = match.group(1), match.group(2)
     if name == "CONFIG_LOCALVERSION":
-        check_localversion(value.strip('"'), f"--set {name}")
+        if not (len(value) >= 2 and value[0] == value[-1] == '"'):
+            raise KcheckError(f'--set {name}: give it as a quoted string, e.g. {name}="-lab"')
+        check_localversion(value[1:-1], f"--set {name}")
     elif value.startswith('"') and not _SET_STRING.match(value):
         raise KcheckError(
             f"--set {name}: a string may hold only letters, digits, spaces and . _ + ~ , : / = @ - "

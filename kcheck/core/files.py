@@ -42,7 +42,10 @@ def _kind(mode: int) -> str:
 
 def read_capped(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; InputRefused or OSError otherwise."""
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+    # Refused before it is opened: opening some devices does something (a watchdog arms).
+    if not stat.S_ISREG(mode := os.stat(path).st_mode):
+        raise InputRefused(0, f"is {_kind(mode)}, not a regular file")
+    # O_NONBLOCK: should it have become a FIFO since, opening it must not wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
         mode = os.fstat(fd).st_mode

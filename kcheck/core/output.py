@@ -12,8 +12,7 @@ from kcheck.errors import KcheckError
 
 def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """Write via an unpredictable temp file in the same directory, then rename: readers never
-    see half a file, and a planted symlink cannot redirect a root-run kcheck's write.
-    Only for files kcheck owns or a regular file's path (see write_output)."""
+    see half a file, and no file is ever written in place. `owner` is kept only as root."""
     import tempfile  # not at module level: most runs print to stdout and never need it
 
     directory = path.parent if str(path.parent) else Path(".")
@@ -24,11 +23,11 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int
             f"cannot write {path}: {exc.strerror}; check that its directory exists and is writable"
         ) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as stream:
             stream.write(text)
             stream.flush()
             os.fchmod(stream.fileno(), mode)
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
+            if owner is not None and os.geteuid() == 0:
                 os.fchown(stream.fileno(), *owner)
             os.fsync(stream.fileno())
         os.replace(temp, path)
@@ -38,20 +37,23 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int
 
 
 def write_output(path: Path, text: str) -> None:
-    """Where a user's --output points: `-` is stdout; a character device, a FIFO or an fd
-    (`/dev/stdout`, `/proc/self/fd/N`) is written through, never replaced; a regular file is
-    replaced atomically, keeping its mode and owner, and a symlink to one keeps the link.
-    Anything else (a directory, a socket, a dangling link) is bad input."""
+    """Where a user's --output points: `-` is stdout; our own fd (`/dev/stdout`,
+    `/proc/self/fd/N`), a character device or a FIFO is written through, never replaced; a
+    regular file is replaced atomically, keeping its mode (and owner, as root). A symlink is
+    followed only when root or the caller owns it, as the kernel's protected_symlinks does: a
+    link planted by someone else could point a root-run kcheck at any file. Anything else (a
+    directory, a socket, a dangling link) is bad input."""
     import stat
 
     if str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    if _names_an_fd(path):  # reopening the fd's file appends, as the shell's redirection would
-        _write_through(path, text, os.O_WRONLY | os.O_APPEND)
+    if (fd_number := _own_fd(path)) is not None:  # a dup, not a reopen: sockets cannot be reopened
+        _write_fd(path, os.dup(fd_number), text)
         return
     try:
+        link = os.lstat(path)
         found = os.stat(path)
     except FileNotFoundError:
         if os.path.lexists(path):
@@ -62,42 +64,52 @@ def write_output(path: Path, text: str) -> None:
         return
     except OSError as exc:
         raise KcheckError(f"--output {path}: {exc.strerror}; pass another path") from None
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
+        raise KcheckError(
+            f"--output {path} is a symlink owned by uid {link.st_uid}; kcheck does not follow "
+            "other users' links: pass the target's own path"
+        )
     if stat.S_ISREG(found.st_mode):
-        target = Path(os.path.realpath(path))
-        write_atomic(target, text, stat.S_IMODE(found.st_mode), (found.st_uid, found.st_gid))
-    elif stat.S_ISCHR(found.st_mode):
-        _write_through(path, text, os.O_WRONLY)
-    elif stat.S_ISFIFO(found.st_mode):
-        _write_through(path, text, os.O_WRONLY | os.O_NONBLOCK)  # no reader: ENXIO, not a hang
+        write_atomic(
+            Path(os.path.realpath(path)), text, stat.S_IMODE(found.st_mode), (found.st_uid, found.st_gid)
+        )
+    elif stat.S_ISCHR(found.st_mode) or stat.S_ISFIFO(found.st_mode):
+        try:  # O_NONBLOCK: a FIFO with no reader is ENXIO at once, not a hang
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as exc:
+            why = "a FIFO with no reader" if exc.errno == errno.ENXIO else exc.strerror
+            raise KcheckError(f"--output {path}: cannot open it ({why}); pass another path") from None
+        opened = os.fstat(fd).st_mode
+        if not (stat.S_ISCHR(opened) or stat.S_ISFIFO(opened)):  # swapped since the stat above
+            os.close(fd)
+            raise KcheckError(f"--output {path} changed while kcheck opened it; pass it again")
+        _write_fd(path, fd, text)
     else:
         kind = "a directory" if stat.S_ISDIR(found.st_mode) else "not a file, device or FIFO"
         raise KcheckError(f"--output {path} is {kind}; pass a file path")
 
 
-def _names_an_fd(path: Path) -> bool:
-    """Whether path leads, through symlinks, to /proc/PID/fd/N (as /dev/stdout does)."""
+def _own_fd(path: Path) -> int | None:
+    """N when path leads, through symlinks, to this process's /proc/PID/fd/N (as /dev/stdout)."""
     import re
 
     current = os.path.abspath(path)
+    own = re.compile(rf"/proc/(?:self|{os.getpid()})/fd/(\d+)")
     for _ in range(40):  # the kernel's own symlink limit
         current = os.path.join(os.path.realpath(os.path.dirname(current)), os.path.basename(current))
-        if re.fullmatch(r"/proc/[^/]+/fd/\d+", current):
-            return True
+        if match := own.fullmatch(current):
+            return int(match.group(1))
         if not os.path.islink(current):
-            return False
+            return None
         current = os.path.join(os.path.dirname(current), os.readlink(current))
-    return False
+    return None
 
 
-def _write_through(path: Path, text: str, flags: int) -> None:
-    try:
-        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as exc:
-        why = "a FIFO with no reader" if exc.errno == errno.ENXIO else exc.strerror
-        raise KcheckError(f"--output {path}: cannot open it ({why}); pass another path") from None
+def _write_fd(path: Path, fd: int, text: str) -> None:
+    """Write all of text to fd (blocking), then close it."""
     try:
         os.set_blocking(fd, True)
-        data = text.encode()
+        data = text.encode(errors="replace")
         while data:
             data = data[os.write(fd, data) :]
     except OSError as exc:

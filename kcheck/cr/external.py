@@ -166,7 +166,8 @@ def load_manifest(images: Path, container: str) -> Manifest:
         raise KcheckError(f"{path} is not a kcheck {MANIFEST_SCHEMA} manifest; {fix}")
     if problem := first_problem(data, "cr-manifest-2"):
         raise KcheckError(f"checkpoint manifest {path} is corrupt ({problem}); take a new checkpoint")
-    manifest = Manifest(**{k: v for k, v in data.items() if k != "schema"})
+    # JSON Schema calls 4242.0 an integer too; criu wants "-t 4242".
+    manifest = Manifest(**{k: v for k, v in data.items() if k != "schema"} | {"pid": int(data["pid"])})
     if not manifest.matches(container):
         raise KcheckError(
             f"checkpoint in {images} is of container {manifest.container_name}, not {container}; {fix}"

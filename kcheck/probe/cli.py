@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -28,14 +27,11 @@ def seconds(text: str) -> float:
     return value
 
 
-# A release as `uname -r` prints it: the kernel keeps at most 64 characters (__NEW_UTS_LEN),
-# and it names files (boot/config-R), so no '/' and no whitespace.
-_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}")
-
-
 def kernel_release(text: str) -> str:
     """argparse type: a kernel release string."""
-    if not _RELEASE.fullmatch(text):
+    from kcheck.core.release import RELEASE
+
+    if not RELEASE.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"{text[:80]!r} is not a kernel release (as `uname -r` prints it: at most 64 letters, "
             "digits and . _ + ~ -)"
@@ -54,7 +50,9 @@ def register(jobs) -> None:
         "Exit 0 ready, 1 not ready, 2 undecided, 3 bad input.",
     )
     parser.add_argument("--format", choices=FORMAT_NAMES, default="text", help="output format")
-    parser.add_argument("--output", type=path_arg, metavar="FILE", help="write the report here (atomically)")
+    parser.add_argument(
+        "--output", type=path_arg, metavar="FILE", help="write the report here (a regular file atomically)"
+    )
     parser.add_argument(
         "--check",
         action="append",
@@ -132,7 +130,7 @@ def register(jobs) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kcheck.errors import KcheckError
+    from kcheck.errors import KcheckError, printable
 
     try:
         return _run(args)
@@ -143,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
         from kcheck.core.render import npd_line
         from kcheck.core.result import ExitCode
 
-        print(f"kcheck: error: {exc}", file=sys.stderr)
-        sys.stdout.write(npd_line(f"kcheck cannot probe: {exc}"))
+        message = printable(str(exc), keep_newlines=False)
+        print(f"kcheck: error: {message}", file=sys.stderr)
+        sys.stdout.write(npd_line(f"kcheck cannot probe: {message}"))
         return int(ExitCode.UNDECIDED)
 
 

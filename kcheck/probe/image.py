@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kcheck.core.files import CHANGELOG_LIMIT, CorruptGzip, read_json, read_maybe_gzipped
-from kcheck.core.release import parse_release
+from kcheck.core.release import RELEASE, parse_release
 from kcheck.core.validate import first_problem
 from kcheck.errors import KcheckError
 
@@ -40,7 +40,13 @@ def image_path(root: Path, relative: str) -> Path:
                 resolved.pop()
             continue
         candidate = root.joinpath(*resolved, part)
-        if not candidate.is_symlink():
+        try:
+            is_link = candidate.is_symlink()
+        except OSError as exc:
+            raise KcheckError(
+                f"--root {root}: cannot read /{relative} in the image ({exc.strerror})"
+            ) from None
+        if not is_link:
             resolved.append(part)
             continue
         hops += 1
@@ -64,20 +70,24 @@ def image_releases(root: Path) -> list[str]:
     """Kernel releases the image holds: boot/vmlinuz-R and module trees, newest first."""
     if not root.is_dir():
         raise KcheckError(f"--root {root}: not a directory; pass an unpacked or mounted image root")
-    boot = image_path(root, "boot")
-    releases = {
-        path.name.removeprefix("vmlinuz-")
-        for path in boot.glob("vmlinuz-*")
-        if _is_kernel(root, f"boot/{path.name}")
-    }
-    for modules in MODULE_DIRS:
-        directory = image_path(root, modules)
-        if directory.is_dir():
-            releases.update(
-                path.name
-                for path in directory.iterdir()
-                if image_path(root, f"{modules}/{path.name}").is_dir()
-            )
+    try:
+        boot = image_path(root, "boot")
+        releases = {
+            path.name.removeprefix("vmlinuz-")
+            for path in boot.glob("vmlinuz-*")
+            if _is_kernel(root, f"boot/{path.name}")
+        }
+        for modules in MODULE_DIRS:
+            directory = image_path(root, modules)
+            if directory.is_dir():
+                releases.update(
+                    path.name
+                    for path in directory.iterdir()
+                    if image_path(root, f"{modules}/{path.name}").is_dir()
+                )
+    except OSError as exc:
+        raise KcheckError(f"--root {root}: cannot read the image's kernels ({exc.strerror})") from None
+    releases = {release for release in releases if RELEASE.fullmatch(release)}  # names, not junk
     if not releases:
         raise KcheckError(
             f"--root {root}: no kernel found (no boot/vmlinuz-*, lib/modules/* or usr/lib/modules/*); "
@@ -93,7 +103,7 @@ def image_releases(root: Path) -> list[str]:
 
 def default_release(root: Path, releases: list[str]) -> str:
     """The kernel the image boots by default: the vmlinuz link's target, else the newest."""
-    for link in (root / "boot/vmlinuz", root / "vmlinuz"):
+    for link in (image_path(root, "boot") / "vmlinuz", root / "vmlinuz"):
         if link.is_symlink():
             target = Path(link.readlink()).name.removeprefix("vmlinuz-")
             if target in releases:
