@@ -48,7 +48,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if sys.stdout is None:  # started with fd 1 closed: keep the fd from being reused, and refuse
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        _discard(1)
         print(
             "kcheck: error: stdout is closed; run kcheck with stdout open (e.g. >/dev/null)", file=sys.stderr
         )
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except StdoutFailed as exc:
         # Drop what is still buffered, so that the exit does not fail on it again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        _discard(stdout.fileno())
         print(f"kcheck: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KcheckError as exc:
@@ -73,10 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (`kcheck probe | head -1`): say nothing more, like other tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        _discard(stdout.fileno())
         return 128 + signal.SIGPIPE
     finally:
         sys.stdout = stdout
+
+
+def _discard(fd: int) -> None:
+    """Point fd at /dev/null: nothing more is written there, and the fd number stays taken."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
 class StdoutFailed(KcheckError):

@@ -31,28 +31,24 @@ def command_tree(parser: argparse.ArgumentParser) -> Node:
     return node
 
 
-def leaves(node: Node, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Node]:
-    """Every runnable subcommand by its words, e.g. ("cr", "checkpoint")."""
-    if not node.children:
-        return {path: node}
-    found: dict[tuple[str, ...], Node] = {}
-    for name, child in node.children.items():
-        found.update(leaves(child, (*path, name)))
-    return found
-
-
-def _walk(node: Node, path: str) -> list[tuple[str, Node]]:
+def commands(node: Node, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Node]]:
+    """Every (sub)command by its words after `kcheck`, the top first."""
     found = [(path, node)]
     for name, child in node.children.items():
-        found += _walk(child, f"{path} {name}")
+        found += commands(child, (*path, name))
     return found
+
+
+def leaves(node: Node) -> dict[tuple[str, ...], Node]:
+    """Every runnable subcommand by its words, e.g. ("cr", "checkpoint")."""
+    return {path: child for path, child in commands(node) if not child.children}
 
 
 def bash_script(parser: argparse.ArgumentParser) -> str:
     """A bash completion function: subcommands, options, option choices; files otherwise."""
-    nodes = _walk(command_tree(parser), "kcheck")
     steps, words, choices = [], [], []
-    for path, node in nodes:
+    for words_after, node in commands(command_tree(parser)):
+        path = " ".join(("kcheck", *words_after))
         for name in node.children:
             steps.append(
                 f"            {shlex.quote(f'{path}:{name}')}) node={shlex.quote(f'{path} {name}')} ;;"

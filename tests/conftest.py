@@ -39,6 +39,9 @@ def run_kcheck(
     )
 
 
+# Run a command as user nobody (root's tests of what an unprivileged user gets).
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="live probes need root (CI runs as root)")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import kcheck_argv, requires_root, run_kcheck
+from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 from realstack import CRIU_STATE, CRIU_TARBALL, built_criu
 
 FAKE_MAKEFILE = """\
@@ -189,7 +189,7 @@ def test_a_real_run_needs_root_but_its_plan_does_not(open_dir):
     tmp_path = open_dir
     tree = fake_criu_tree(tmp_path / "src")
     args = ["--source", str(tree), "--prefix", str(tmp_path / "opt"), "--workdir", str(tmp_path / "work")]
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *kcheck_argv(), "build-criu"]
+    nobody = [*NOBODY, *kcheck_argv(), "build-criu"]
     for directory in ("opt", "work"):
         (tmp_path / directory).mkdir()
         (tmp_path / directory).chmod(0o777)

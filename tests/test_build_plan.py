@@ -14,7 +14,7 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import kcheck_argv, requires_root, run_kcheck
+from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 from gitrepos import tree_state
 from kbuild_fixtures import (
     FakeKernel,
@@ -236,7 +236,7 @@ def test_a_tree_mid_merge_is_refused(kernel):
 def test_install_without_root_is_refused(kernel):
     argv = [*kcheck_argv(), *build_args(kernel, "--install")]
     if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv]
+        argv = [*NOBODY, "--", *argv]
     done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
     assert_refused(kernel, done, "--install needs root")
 

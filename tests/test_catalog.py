@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import kcheck_argv, requires_root, run_kcheck
+from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 from gitrepos import catalog_commit, patchset, patchset_toml, write_catalog
 
 from kcheck.core.release import KernelVersion
@@ -270,17 +270,7 @@ def test_an_unlistable_catalog_dir_says_so(open_dir):
     catalog.mkdir()
     catalog.chmod(0o711)  # nobody may enter it, not list it
     done = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            *kcheck_argv(),
-            "patchsets",
-            "list",
-            "--catalog",
-            str(catalog),
-        ],
+        [*NOBODY, *kcheck_argv(), "patchsets", "list", "--catalog", str(catalog)],
         capture_output=True,
         text=True,
         timeout=60,

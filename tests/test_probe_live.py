@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import kcheck_argv, requires_root, run_kcheck
+from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 
 from kcheck.probe.observe import SCRATCH_DIR_NAME
 
@@ -23,7 +23,6 @@ LIVE_IDS = {
     "aio.reopen_enxio",
     "fdinfo.mnt_id_field",
 }
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 pytestmark = requires_root
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from kcheck.core.release import MAX_RELEASE
 from kcheck.errors import KcheckError
 
 GIB = 1 << 30
@@ -37,7 +38,6 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _PLAIN_ARG = re.compile(r"^[^\s-][^\s]*$")
 # --localversion ends up unquoted in make's commands, some run as root (rm -rf $(MODLIB)/kernel).
 _LOCALVERSION = re.compile(r"[A-Za-z0-9._+~-]*")
-MAX_RELEASE = 64  # the kernel's __NEW_UTS_LEN: the whole release string must fit
 # A --set string goes into .config and from there into make and generated files: no quotes,
 # no shell or make metacharacters, no newlines.
 _SET_STRING = re.compile(r'^"[A-Za-z0-9._+~,:/=@ -]{0,256}"$')

@@ -27,7 +27,8 @@ class InputRefused(OSError):
         return str(self.strerror)
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for messages)."""
     for test, name in (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -44,13 +45,13 @@ def read_capped(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; InputRefused or OSError otherwise."""
     # Refused before it is opened: opening some devices does something (a watchdog arms).
     if not stat.S_ISREG(mode := os.stat(path).st_mode):
-        raise InputRefused(0, f"is {_kind(mode)}, not a regular file")
+        raise InputRefused(0, f"is {file_kind(mode)}, not a regular file")
     # O_NONBLOCK: should it have become a FIFO since, opening it must not wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise InputRefused(0, f"is {_kind(mode)}, not a regular file")
+            raise InputRefused(0, f"is {file_kind(mode)}, not a regular file")
         os.set_blocking(fd, True)
         chunks, size = [], 0
         while size <= limit:  # /proc files say size 0: count what is really read

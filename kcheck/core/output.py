@@ -85,8 +85,9 @@ def write_output(path: Path, text: str) -> None:
             raise KcheckError(f"--output {path} changed while kcheck opened it; pass it again")
         _write_fd(path, fd, text)
     else:
-        kind = "a directory" if stat.S_ISDIR(found.st_mode) else "not a file, device or FIFO"
-        raise KcheckError(f"--output {path} is {kind}; pass a file path")
+        from kcheck.core.files import file_kind
+
+        raise KcheckError(f"--output {path} is {file_kind(found.st_mode)}; pass a file path")
 
 
 def _own_fd(path: Path) -> int | None:

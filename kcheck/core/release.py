@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 _RELEASE = re.compile(r"^(\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?(?:-rc(\d{1,3}))?(.*)$")
-# A release as `uname -r` prints it: the kernel keeps at most 64 characters (__NEW_UTS_LEN),
-# and it names files (boot/config-R), so no '/' and no whitespace.
-RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}")
+MAX_RELEASE = 64  # the kernel's __NEW_UTS_LEN: `uname -r` holds at most this many characters
+# A release as `uname -r` prints it; it names files (boot/config-R), so no '/' and no whitespace.
+RELEASE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+~-]{{0,{MAX_RELEASE - 1}}}")
 
 
 @dataclass(frozen=True, order=True)

@@ -200,8 +200,9 @@ def _probe_in_vm(args: argparse.Namespace):
             )
         release, _ = select_release(args.root, args.release)
         kernel = image_path(args.root, f"boot/vmlinuz-{release}")  # links resolve inside the image
-        if config is None and image_path(args.root, f"boot/config-{release}").is_file():
-            config = image_path(args.root, f"boot/config-{release}")
+        image_config = image_path(args.root, f"boot/config-{release}")
+        if config is None and image_config.is_file():
+            config = image_config
     elif args.root is not None or args.release is not None:
         raise KcheckError(f"--boot {kernel} with --root/--release: pass either a KERNEL or --boot --root DIR")
     passthrough = [f"--check={i}" for i in args.check] + [f"--require={i}" for i in args.require]
