@@ -74,12 +74,10 @@ def test_docker_native_checkpoint_and_restore_continue_the_counter(docker, count
     listed = cr(docker, "list", counter)
     assert listed.returncode == 0, listed.stderr
     assert "cp1" in listed.stdout.split()
-    started = time.monotonic()
     done = cr(docker, "restore", counter, "--name", "cp1")
     assert done.returncode == 0, done.stderr
     assert docker.running(counter)
     assert_continues(docker, counter, before)
-    assert time.monotonic() - started < 60
 
 
 def test_docker_native_leave_running_keeps_counting(docker, counter):
