@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -461,14 +462,22 @@ def kcheck_refs(kernel: FakeKernel) -> list[str]:
         return sorted(repo.git.for_each_ref("--format=%(refname)").split())
 
 
-# --- the VM boot tests' kernel ------------------------------------------------------------
+# --- the VM boot tests' kernels -----------------------------------------------------------
 
+# An in-tree build in a clone of the cached source: in-tree paths are relative, so a copy of it
+# rebuilds incrementally and ccache hits carry over to other clones (build-kernel's trees).
 VM_BUILD = KERNEL_TEST_CACHE / "vm-kernel-6.1"
+VM_CCACHE = KERNEL_TEST_CACHE / "ccache"
 # The probe's config options, so the guest is judged ready, and /proc/config.gz for it.
 VM_CONFIG_ITEMS = [f"CONFIG_{option}=y" for option, _, _ in CONFIG_OPTIONS] + [
     "CONFIG_IKCONFIG=y",
     "CONFIG_IKCONFIG_PROC=y",
 ]
+VM_BUILD_LAYOUT = "in-tree, CC=ccache gcc"  # part of the cache key: another layout rebuilds
+# Patches that each put back one behaviour an upstream fix removed (see their headers).
+REGRESSIONS = Path(__file__).parent / "regressions"
+_VM_LOCK = KERNEL_TEST_CACHE / ".vm-kernel.lock"  # its own: not the source cache's
+_BUILT_FROM = "kcheck-built-from"
 
 
 def vng() -> str:
@@ -476,32 +485,109 @@ def vng() -> str:
     return str(Path(sys.executable).parent / "vng")
 
 
-def cached_vm_kernel() -> Path:
-    """arch/x86/boot/bzImage of Debian's 6.1 configured by `vng --kconfig` (plus the options
-    CRIU needs), built out of the cached source tree once, then reused by later runs."""
-    source = cached_linux_source_repo()
-    key = f"{(source / '.git' / 'kcheck-cache-key').read_text()}{' '.join(VM_CONFIG_ITEMS)}\n"
-    image = VM_BUILD / "arch/x86/boot/bzImage"
-    marker = VM_BUILD / "kcheck-built-from"
-    VM_BUILD.parent.mkdir(parents=True, exist_ok=True)
-    with open(VM_BUILD.parent / ".vm-kernel.lock", "w") as lock:  # its own: not the source cache's
+def vm_build_env() -> dict[str, str]:
+    """vng on PATH; one ccache shared by the test kernels and build-kernel's test builds."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(vng()).parent}{os.pathsep}{os.environ['PATH']}",
+        "CCACHE_DIR": str(VM_CCACHE),
+        "CCACHE_NOHASHDIR": "true",
+    }
+
+
+def vm_make_argv() -> list[str]:
+    return ["make", f"-j{(os.cpu_count() or 1) + 1}", "CC=ccache gcc", "bzImage"]
+
+
+def _run_logged(steps: list[list[str]], cwd: Path, log: Path) -> None:
+    """Run each step with its output appended to `log`; AssertionError with the log's tail."""
+    with open(log, "a") as out:
+        for argv in steps:
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
+            done = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=vm_build_env())
+            if done.returncode != 0:
+                tail = log.read_text().splitlines()[-30:]
+                raise AssertionError(f"{argv} failed in {cwd}; last lines of {log}:\n" + "\n".join(tail))
+
+
+def _cached_build(tree: Path, key: str, make_tree: Callable[[Path], None]) -> Path:
+    """tree/arch/x86/boot/bzImage, rebuilt by `make_tree(tree)` unless the tree was built from `key`."""
+    image = tree / "arch/x86/boot/bzImage"
+    marker = tree / _BUILT_FROM
+    if marker.is_file() and marker.read_text() == key and image.is_file():
+        return image  # the marker is written last: where it is, the build is complete
+    with open(_VM_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.is_file() and marker.read_text() == key and image.is_file():
             return image
-        shutil.rmtree(VM_BUILD, ignore_errors=True)
-        VM_BUILD.mkdir(parents=True)
-        items = [arg for item in VM_CONFIG_ITEMS for arg in ("--configitem", item)]
-        env = {**os.environ, "PATH": f"{Path(vng()).parent}{os.pathsep}{os.environ['PATH']}"}
-        log = VM_BUILD / "build.log"
-        with open(log, "w") as out:
-            steps = [
-                [vng(), "--kconfig", *items, f"O={VM_BUILD}"],
-                ["make", "-C", str(source), f"O={VM_BUILD}", f"-j{os.cpu_count() or 2}", "bzImage"],
-            ]
-            for argv in steps:
-                done = subprocess.run(argv, cwd=source, stdout=out, stderr=subprocess.STDOUT, env=env)
-                if done.returncode != 0:
-                    tail = log.read_text().splitlines()[-30:]
-                    raise AssertionError(f"{argv} failed; last lines of {log}:\n" + "\n".join(tail))
+        shutil.rmtree(tree, ignore_errors=True)
+        make_tree(tree)
         marker.write_text(key)
     return image
+
+
+def cached_vm_kernel() -> Path:
+    """arch/x86/boot/bzImage of Debian's 6.1 configured by `vng --kconfig` (plus the options
+    CRIU needs), built in a clone of the cached source tree once, then reused by later runs."""
+    source = cached_linux_source_repo()
+    key = f"{(source / '.git' / _CACHE_KEY_FILE).read_text()}{' '.join(VM_CONFIG_ITEMS)}\n{VM_BUILD_LAYOUT}\n"
+
+    def make_tree(tree: Path) -> None:
+        clone_linux_source(tree).close()
+        items = [arg for item in VM_CONFIG_ITEMS for arg in ("--configitem", item)]
+        _run_logged([[vng(), "--kconfig", *items], vm_make_argv()], tree, tree / "build.log")
+
+    KERNEL_TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    return _cached_build(VM_BUILD, key, make_tree)
+
+
+def regression_patch(variant: str) -> Path:
+    return REGRESSIONS / f"{variant}.patch"
+
+
+def regression_variants() -> list[str]:
+    return sorted(path.stem for path in REGRESSIONS.glob("*.patch"))
+
+
+def patch_header(patch: Path) -> str:
+    """The text before the diff: the regression's name, the upstream commit it reverts, the symptom."""
+    return patch.read_text().split("\ndiff --git ", 1)[0].strip()
+
+
+def regression_kernel(variant: str) -> Path:
+    """The VM kernel with tests/regressions/VARIANT.patch committed on top, rebuilt incrementally
+    in a copy of the stock tree (one or two objects and the link) and cached beside it."""
+    stock = cached_vm_kernel()
+    patch = regression_patch(variant)
+    stock_key = (VM_BUILD / _BUILT_FROM).read_text()
+    key = f"{stock_key}{variant} {hashlib.sha256(patch.read_bytes()).hexdigest()}\n"
+
+    def make_tree(tree: Path) -> None:
+        # cp -a keeps the stock objects' timestamps, so make rebuilds only what the patch touches.
+        _quiet(["cp", "-a", "--reflink=auto", str(VM_BUILD), str(tree)], cwd=KERNEL_TEST_CACHE)
+        (tree / _BUILT_FROM).unlink()
+        with git.Repo(tree) as repo:
+            repo.git.apply("--index", str(patch))
+            repo.git.commit("--quiet", "--no-verify", "-m", patch_header(patch))
+        _run_logged([vm_make_argv()], tree, tree / "build.log")
+
+    assert stock.is_file()
+    return _cached_build(KERNEL_TEST_CACHE / f"vm-kernel-6.1-{variant}", key, make_tree)
+
+
+# What the stock VM kernel shows live (measured): Debian's 6.1 has the overlay maps bug
+# (REFERENCE: /proc/self/maps names the underlying tmpfs), and that check is optional.
+STOCK_VM_LIVE_RESULTS = {
+    "overlayfs.mnt_id": "pass",
+    "overlayfs.fd_path": "pass",
+    "overlayfs.maps": "fail",
+    "aio.ring_remap": "pass",
+    "aio.reopen_enxio": "pass",
+    "fdinfo.mnt_id_field": "pass",
+}
+
+
+def live_results(report: dict) -> dict[str, str]:
+    """check id -> status of the checks a probe report observed live."""
+    return {check["id"]: check["status"] for check in report["checks"] if check["evidence"] == "live"}

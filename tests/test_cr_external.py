@@ -5,6 +5,7 @@ before any engine runs. The real dump and restore of a docker container are in t
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from kcheck.cr.external import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     Manifest,
+    _restored_pid,
     dump_argv,
     external_mounts,
     load_manifest,
     manifest_from_inspect,
     restore_argv,
 )
+from kcheck.cr.runner import Refused
 from kcheck.errors import KcheckError
 
 CAPTURE = load_capture("docker-container-mounts.json")
@@ -274,3 +277,18 @@ def test_a_float_pid_in_a_manifest_becomes_an_integer_for_criu(tmp_path):
     write(images, manifest_data(manifest(tmp_path), pid=4242.0))
     loaded = load_manifest(images, "web")
     assert dump_argv(loaded, images, leave_running=False)[2:4] == ["-t", "4242"]
+
+
+def test_the_restored_pid_is_the_one_criu_wrote_and_must_be_alive(tmp_path):
+    """The pid criu wrote, never the manifest's (the dumped tree's, 4242 in these tests)."""
+    pidfile = tmp_path / "restore.pid"
+    with subprocess.Popen(["sleep", "60"]) as restored:
+        pidfile.write_text(f"{restored.pid}\n")
+        assert restored.pid != manifest(tmp_path).pid
+        assert _restored_pid(pidfile) == restored.pid
+        restored.kill()
+    with pytest.raises(Refused, match=r"restored process tree is not running \(.*No such process"):
+        _restored_pid(pidfile)  # reaped: that pid is gone
+    pidfile.write_text("")
+    with pytest.raises(Refused, match="restored process tree is not running"):
+        _restored_pid(pidfile)
