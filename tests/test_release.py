@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -32,7 +34,8 @@ def test_release_candidate_sorts_before_final():
 
 @pytest.mark.parametrize("bad", ["", "linux", "v4.2", "4", "4.2-foo"])
 def test_parse_version_rejects(bad):
-    with pytest.raises(ValueError):
+    message = f"not a kernel version: {bad!r} (expected e.g. 4.2 or 3.19.0)"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         parse_version(bad)
 
 
@@ -40,16 +43,37 @@ def test_parse_release_none_for_garbage():
     assert parse_release("not-a-kernel") is None
 
 
-def test_version_from_makefile():
-    text = "# SPDX\nVERSION = 3\nPATCHLEVEL = 19\nSUBLEVEL = 8\nEXTRAVERSION = -rc1\nNAME = x\n"
+@pytest.mark.parametrize(
+    ("text", "raw", "version"),
+    [
+        (
+            "# SPDX\nVERSION = 3\nPATCHLEVEL = 19\nSUBLEVEL = 8\nEXTRAVERSION = -rc1\nNAME = x\n",
+            "3.19.8-rc1",
+            KernelVersion(3, 19, 8, 1),
+        ),
+        ("VERSION = 4\nPATCHLEVEL = 2\n", "4.2.0", KernelVersion(4, 2, 0)),  # SUBLEVEL, EXTRAVERSION optional
+        ("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL =\nEXTRAVERSION =\n", "6.1.0", KernelVersion(6, 1, 0)),
+    ],
+)
+def test_version_from_makefile(text, raw, version):
     release = version_from_makefile(text)
-    assert release.version == KernelVersion(3, 19, 8, 1)
-    assert release.raw == "3.19.8-rc1"
+    assert (release.raw, release.version) == (raw, version)
 
 
-def test_version_from_makefile_rejects_non_kernel():
-    with pytest.raises(ValueError, match="not a kernel tree"):
-        version_from_makefile("all:\n\techo hi\n")
+@pytest.mark.parametrize(
+    "text",
+    ["all:\n\techo hi\n", "VERSION = 3\n", "PATCHLEVEL = 19\n", "VERSION = 3\nPATCHLEVEL = x\n"],
+)
+def test_version_from_makefile_rejects_non_kernel(text):
+    with pytest.raises(
+        ValueError, match="^Makefile has no numeric VERSION and PATCHLEVEL: not a kernel tree$"
+    ):
+        version_from_makefile(text)
+
+
+def test_version_from_makefile_rejects_a_version_it_cannot_read():
+    with pytest.raises(ValueError, match=r"^Makefile declares an unreadable version '12345\.1\.0'$"):
+        version_from_makefile("VERSION = 12345\nPATCHLEVEL = 1\n")
 
 
 @given(st.text())
