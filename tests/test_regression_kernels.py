@@ -8,17 +8,24 @@ The kernels are rebuilt incrementally from the cached stock VM tree and cached b
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+from pathlib import Path
 
+import git
 import pytest
-from conftest import run_kcheck
+from conftest import requires_root, run_kcheck
+from gitrepos import catalog_commit, patchset, write_catalog
 from kbuild_fixtures import (
     STOCK_VM_LIVE_RESULTS,
+    VM_BUILD,
     live_results,
     patch_header,
     regression_kernel,
     regression_patch,
     regression_variants,
+    vm_build_env,
 )
 
 # variant -> {check id failing live on it: what its detail must say it saw}
@@ -49,6 +56,11 @@ REVERTED_COMMITS = {
 }
 
 
+def expected_live_results(variant: str) -> dict[str, str]:
+    """Exactly its own checks fail; every other live check keeps its stock result."""
+    return {**STOCK_VM_LIVE_RESULTS, **dict.fromkeys(EXPECTED_FAILURES[variant], "fail")}
+
+
 def test_every_regression_patch_has_its_expectations_and_names_its_commit():
     assert regression_variants() == sorted(EXPECTED_FAILURES) == sorted(REVERTED_COMMITS)
     for variant, sha in REVERTED_COMMITS.items():
@@ -66,12 +78,151 @@ def test_regression_kernel_fails_exactly_its_checks_live(variant):
     report = json.loads(done.stdout)
     assert report["mode"] == "vm" and report["verdict"] == "not-ready"
     assert report["kernel"]["boot"]["kernel"] == str(kernel)
-    failures = EXPECTED_FAILURES[variant]
-    # Exactly the expected checks change; every other live check keeps its stock result.
-    assert live_results(report) == {**STOCK_VM_LIVE_RESULTS, **dict.fromkeys(failures, "fail")}
+    assert live_results(report) == expected_live_results(variant)
     checks = {check["id"]: check for check in report["checks"]}
-    for check_id, seen in failures.items():
+    for check_id, seen in EXPECTED_FAILURES[variant].items():
         check = checks[check_id]
         assert check["required"] and check["evidence"] == "live"
         for pattern in seen:
             assert re.search(pattern, check["detail"]), (pattern, check["detail"])
+
+
+# --- the whole mission: the probe finds the bug, build-kernel picks the fix, --verify proves it ---
+
+FIX_SUBJECT = "overlayfs: show the overlay's own path in procfs again"
+UNRELATED_SUBJECT = "Documentation: a note kcheck's tests pick instead of the fix"
+
+
+def upstream_with_the_inverse(regression: Path, path: Path) -> dict[str, str]:
+    """A bare clone of the regression tree plus two commits on its HEAD: the fix (the regression's
+    inverse, tag v6.1-kcheck-ovl-fix) and an unrelated one (tag v6.1-kcheck-unrelated)."""
+    env = {
+        "GIT_AUTHOR_NAME": "Upstream Dev",
+        "GIT_AUTHOR_EMAIL": "dev@kernel.example",
+        "GIT_COMMITTER_NAME": "Upstream Dev",
+        "GIT_COMMITTER_EMAIL": "dev@kernel.example",
+    }
+    shas = {}
+    with git.Repo.clone_from(str(regression), path, bare=True) as repo, repo.git.custom_environment(**env):
+        # The fix's tree is the stock tree: exactly the regression, undone.
+        shas["fix"] = repo.git.commit_tree("HEAD~1^{tree}", "-p", "HEAD", "-m", FIX_SUBJECT)
+        index = path / "unrelated.index"
+        with repo.git.custom_environment(GIT_INDEX_FILE=str(index)):
+            repo.git.read_tree("HEAD")
+            note = path / "note.rst"
+            note.write_text("A note that changes nothing the kernel compiles.\n")
+            blob = repo.git.hash_object("-w", str(note))
+            repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},Documentation/kcheck-note.rst")
+            tree = repo.git.write_tree()
+        index.unlink()
+        note.unlink()
+        shas["unrelated"] = repo.git.commit_tree(tree, "-p", "HEAD", "-m", UNRELATED_SUBJECT)
+        repo.git.tag("-a", "-m", "fix", "v6.1-kcheck-ovl-fix", shas["fix"])
+        repo.git.tag("-a", "-m", "unrelated", "v6.1-kcheck-unrelated", shas["unrelated"])
+    return shas
+
+
+def ccache_stats() -> dict[str, int]:
+    done = subprocess.run(
+        ["ccache", "--print-stats"], capture_output=True, text=True, check=True, env=vm_build_env()
+    )
+    return {key: int(value) for key, value in (line.split("\t") for line in done.stdout.splitlines())}
+
+
+def compiled(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Compiles between two ccache stats: served from the cache, and compiled anew."""
+    hits = sum(after[k] - before[k] for k in ("direct_cache_hit", "preprocessed_cache_hit"))
+    return {"hits": hits, "misses": after["cache_miss"] - before["cache_miss"]}
+
+
+@requires_root  # --install (into the test's own paths)
+@pytest.mark.slow
+def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path):
+    regression = regression_kernel("overlay-realpath").parents[3]  # the tree of arch/x86/boot/bzImage
+    shas = upstream_with_the_inverse(regression, tmp_path / "upstream.git")
+    upstream = str(tmp_path / "upstream.git")
+    catalog = write_catalog(
+        tmp_path / "catalog",
+        patchset(
+            "kcheck-test-ovl-fix",
+            [catalog_commit(shas["fix"], FIX_SUBJECT, tag="v6.1-kcheck-ovl-fix")],
+            fixes=["overlayfs.mnt_id", "overlayfs.fd_path"],
+            needed_below="6.2",
+            upstream=upstream,
+        ),
+        patchset(
+            "kcheck-test-unrelated",
+            [catalog_commit(shas["unrelated"], UNRELATED_SUBJECT, tag="v6.1-kcheck-unrelated")],
+            fixes=["aio.ring_remap"],
+            needed_from="7.0",  # never needed here: picked only when asked for
+            needed_below="7.1",
+            upstream=upstream,
+        ),
+    )
+    env = {
+        **{key: vm_build_env()[key] for key in ("CCACHE_DIR", "CCACHE_NOHASHDIR")},
+        "INSTALL_PATH": str(tmp_path / "boot"),
+        "INSTALL_MOD_PATH": str(tmp_path / "root"),
+        "KCHECK_STATE_DIR": str(tmp_path / "state"),
+    }
+
+    def build_kernel(name: str, *extra: str) -> subprocess.CompletedProcess:
+        tree = tmp_path / name
+        git.Repo.clone_from(str(regression), tree).close()  # the distro kernel, regression committed
+        return run_kcheck(
+            "build-kernel",
+            "--tree",
+            str(tree),
+            "--catalog",
+            str(catalog),
+            "--config",
+            str(VM_BUILD / ".config"),
+            "--targets",
+            "bzImage",
+            "--cc-wrapper",
+            "ccache",
+            "--jobs",
+            str((os.cpu_count() or 1) + 1),
+            "--workdir",
+            str(tmp_path / f"{name}-work"),
+            "--min-free",
+            "0",
+            "--verify",
+            "--verify-timeout",
+            "600",
+            "--install",
+            *extra,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=3600,
+        )
+
+    before = ccache_stats()
+    done = build_kernel("fixed")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cache = compiled(before, ccache_stats())
+    print(f"close the loop: ccache {cache}")
+    assert cache["hits"] > 10 * cache["misses"], cache  # mostly hits from the stock VM kernel's build
+    tree = tmp_path / "fixed"
+    meta = json.loads((tmp_path / "fixed-work/metadata.json").read_text())
+    assert meta["patchsets"] == ["kcheck-test-ovl-fix"]  # audited missing: only it was fetched and picked
+    assert [(p["upstream_sha"], p["status"]) for p in meta["patches"]] == [(shas["fix"], "picked")]
+    with git.Repo(tree) as repo:
+        assert f"(cherry picked from commit {shas['fix']})" in repo.head.commit.message
+        assert not repo.git.rev_list("--all", f"^{shas['fix']}", "--", "Documentation/kcheck-note.rst")
+    report = json.loads((tmp_path / "fixed-work/verify.json").read_text())
+    assert report["kernel"]["boot"]["kernel"] == str(next(tree.glob("arch/*/boot/bzImage")))
+    assert report["kernel"]["release"] == meta["release"]  # the kernel it just built
+    assert live_results(report) == STOCK_VM_LIVE_RESULTS  # the checks that failed now pass
+    assert report["verdict"] == "ready"
+    assert (tmp_path / f"boot/vmlinuz-{meta['release']}").is_file()
+
+    skipped = build_kernel("unfixed", "--patchset", "kcheck-test-unrelated")
+    assert skipped.returncode == 1, skipped.stdout[-3000:] + skipped.stderr[-3000:]
+    assert "[verify] not-ready" in skipped.stdout
+    assert "[install] refused: the verified kernel is not-ready" in skipped.stderr
+    report = json.loads((tmp_path / "unfixed-work/verify.json").read_text())
+    assert live_results(report) == {
+        **STOCK_VM_LIVE_RESULTS,
+        **dict.fromkeys(EXPECTED_FAILURES["overlay-realpath"], "fail"),
+    }
