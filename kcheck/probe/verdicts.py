@@ -19,7 +19,7 @@ from kcheck.core.procparse import (
     parse_maps,
     parse_mountinfo,
 )
-from kcheck.core.release import parse_release, parse_version
+from kcheck.core.release import KernelVersion, parse_release, parse_version
 
 if TYPE_CHECKING:
     from kcheck.patchsets.catalog import Patchset
@@ -323,6 +323,15 @@ def by_version(release_text: str, min_version: str | None, why_not_observed: str
     )
 
 
+def _tag_version(tag: str) -> KernelVersion | None:
+    """The release a catalog tag names (v4.2-rc2); None for a site's other tags (for-linus-4.2),
+    which say nothing about which releases hold the commit."""
+    try:
+        return parse_version(tag.removeprefix("v"))
+    except ValueError:
+        return None
+
+
 def _recorded_patchsets(record: Any) -> set[str]:
     """The patchsets a build record (checked against its schema when read) names."""
     return {entry["name"] for entry in record["patchsets"]} if record else set()
@@ -347,7 +356,8 @@ def offline_fix(
     if patchset is not None and release is not None and isinstance(changelog, str):
         text = changelog.lower()
         for commit in patchset.commits:
-            in_version = release.version >= parse_version(commit.tag.removeprefix("v"))
+            shipped_in = _tag_version(commit.tag)
+            in_version = shipped_in is not None and release.version >= shipped_in
             named = commit.sha[:10] in text or commit.subject.lower() in text
             if not (in_version or named):
                 missing.append(f"{commit.sha[:10]} {commit.subject!r}")
