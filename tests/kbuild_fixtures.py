@@ -555,6 +555,17 @@ def patch_header(patch: Path) -> str:
     return patch.read_text().split("\ndiff --git ", 1)[0].strip()
 
 
+def _relocate_objtool(tree: Path, original: Path) -> None:
+    """objtool alone is built with absolute paths: point its recorded commands at the copy, or
+    make rebuilds it there, and then every object that objtool checked (all of them)."""
+    old, new = str(original).encode(), str(tree).encode()
+    for path in (tree / "tools/objtool").rglob(".*"):
+        if path.suffix in (".cmd", ".d") and path.is_file() and old in (data := path.read_bytes()):
+            times = path.stat()
+            path.write_bytes(data.replace(old, new))
+            os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
 def regression_kernel(variant: str) -> Path:
     """The VM kernel with tests/regressions/VARIANT.patch committed on top, rebuilt incrementally
     in a copy of the stock tree (one or two objects and the link) and cached beside it."""
@@ -567,7 +578,9 @@ def regression_kernel(variant: str) -> Path:
         # cp -a keeps the stock objects' timestamps, so make rebuilds only what the patch touches.
         _quiet(["cp", "-a", "--reflink=auto", str(VM_BUILD), str(tree)], cwd=KERNEL_TEST_CACHE)
         (tree / _BUILT_FROM).unlink()
+        _relocate_objtool(tree, VM_BUILD)
         with git.Repo(tree) as repo:
+            repo.git.update_index("-q", "--refresh")  # the copy's files have new inodes
             repo.git.apply("--index", str(patch))
             repo.git.commit("--quiet", "--no-verify", "-m", patch_header(patch))
         _run_logged([vm_make_argv()], tree, tree / "build.log")
