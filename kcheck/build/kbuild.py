@@ -115,6 +115,13 @@ def build_command(options: BuildOptions, variables: tuple[str, ...]) -> Command:
     return Command(("make", f"-j{options.jobs}", *variables, *options.targets), make_env(options))
 
 
+def installs_modules(options: BuildOptions, config_text: str) -> bool:
+    """modules_install only for modules that were built: CONFIG_MODULES=y and a target that
+    builds them (`--targets bzImage` alone builds none, and modules_install would fail)."""
+    built = any(target in ("modules", "all") for target in options.targets)
+    return built and parse_kconfig(config_text).get("CONFIG_MODULES") == "y"
+
+
 def install_commands(variables: tuple[str, ...], modules: bool) -> list[Command]:
     """Modules first, as the kernel docs say: `make install` may build an initramfs from them."""
     install = [Command(("make", *variables, "install"))]

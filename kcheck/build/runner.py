@@ -29,7 +29,6 @@ from kcheck.build.options import BuildOptions, records_dir
 from kcheck.build.progress import BuildLog, Progress, shell_line
 from kcheck.build.state import BuildState, Stage, StageStatus
 from kcheck.core.output import write_atomic
-from kcheck.core.procparse import parse_kconfig
 from kcheck.errors import KcheckError, StageFailed
 from kcheck.patchsets.audit import AuditStatus, Finding, git_reason
 from kcheck.patchsets.catalog import Patchset
@@ -494,7 +493,8 @@ def install_stage(run: Run, tree: TreeGit) -> None:
     with run.progress.stage("install", f"make modules_install install ({config['release']})"):
         run.state.start(Stage.INSTALL, inputs)
         try:
-            for command in kbuild.install_commands(variables, modules_enabled(run)):
+            modules = kbuild.installs_modules(run.options, (run.tree / ".config").read_text(errors="replace"))
+            for command in kbuild.install_commands(variables, modules):
                 kbuild.run_command(command, run.tree, run.log)
         except StageFailed:
             failing(run, Stage.INSTALL)
@@ -503,10 +503,6 @@ def install_stage(run: Run, tree: TreeGit) -> None:
         run.state.finish(Stage.INSTALL, record=str(record))
     write_records(run, tree, variables)
     run.say(f"[install] recorded {record}")
-
-
-def modules_enabled(run: Run) -> bool:
-    return parse_kconfig((run.tree / ".config").read_text(errors="replace")).get("CONFIG_MODULES") == "y"
 
 
 # --- records: metadata.json, reproducer.sh, the install record ---------------------------------
@@ -734,7 +730,7 @@ def dry_run(options: BuildOptions, catalog: dict[str, Patchset], upstream: str, 
     commands = kbuild.config_commands(options, base, stale, variables)
     commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
     if options.install:
-        modules = parse_kconfig(kbuild.base_config_text(config_path)).get("CONFIG_MODULES") == "y"
+        modules = kbuild.installs_modules(options, kbuild.base_config_text(config_path))
         commands += kbuild.install_commands(variables, modules)
     lines += [command.shell() for command in commands]
     if options.verify:
