@@ -197,6 +197,7 @@ def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path)
             timeout=3600,
         )
 
+    (tmp_path / "boot").mkdir()  # installkernel copies into an existing /boot
     before = ccache_stats()
     done = build_kernel("fixed")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
