@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import git
@@ -135,9 +137,16 @@ def compiled(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {"hits": hits, "misses": after["cache_miss"] - before["cache_miss"]}
 
 
+@pytest.fixture
+def trees(tmp_path) -> Iterator[Path]:
+    """Where the test's kernel clones go (3-4 GB each once built): removed after the test."""
+    yield tmp_path / "trees"
+    shutil.rmtree(tmp_path / "trees", ignore_errors=True)
+
+
 @requires_root  # --install (into the test's own paths)
 @pytest.mark.slow
-def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path):
+def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path, trees):
     regression = regression_kernel("overlay-realpath").parents[3]  # the tree of arch/x86/boot/bzImage
     shas = upstream_with_the_inverse(regression, tmp_path / "upstream.git")
     upstream = str(tmp_path / "upstream.git")
@@ -167,7 +176,7 @@ def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path)
     }
 
     def build_kernel(name: str, *extra: str) -> subprocess.CompletedProcess:
-        tree = tmp_path / name
+        tree = trees / name
         git.Repo.clone_from(str(regression), tree).close()  # the distro kernel, regression committed
         return run_kcheck(
             "build-kernel",
@@ -204,7 +213,7 @@ def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path)
     cache = compiled(before, ccache_stats())
     print(f"close the loop: ccache {cache}")
     assert cache["hits"] > 10 * cache["misses"], cache  # mostly hits from the stock VM kernel's build
-    tree = tmp_path / "fixed"
+    tree = trees / "fixed"
     meta = json.loads((tmp_path / "fixed-work/metadata.json").read_text())
     assert meta["patchsets"] == ["kcheck-test-ovl-fix"]  # audited missing: only it was fetched and picked
     assert [(p["upstream_sha"], p["status"]) for p in meta["patches"]] == [(shas["fix"], "picked")]
