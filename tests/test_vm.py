@@ -77,7 +77,7 @@ def test_guest_command_writes_the_report_where_the_host_reads_it(tmp_path):
     plan = BootPlan(kernel, config, 60, (), ("--check=aio.*",), catalog=catalog)
     stage_inputs(plan, exchange)
     command = shlex.split(guest_command(plan, exchange))
-    assert command[1:6] == ["-m", "kcheck", "probe", "--format", "json"]
+    assert command[1:7] == ["-P", "-m", "kcheck", "probe", "--format", "json"]  # never ./kcheck
     assert command[command.index("--output") + 1] == str(exchange / "report.json")
     # /var/tmp and /run are fresh tmpfs in the guest: inputs travel in the exchange dir.
     assert command[command.index("--config") + 1] == str(exchange / "config")

@@ -112,7 +112,8 @@ def guest_command(plan: BootPlan, exchange: Path) -> str:
     The guest sees the host's files, except fresh tmpfs on /var/tmp, /var/cache, /run and
     others: so the config and catalog travel in `exchange` too (see `stage_inputs`).
     """
-    probe = [sys.executable, "-m", "kcheck", "probe", "--format", "json"]
+    # -P: the guest starts in the caller's directory; a kcheck/ there must not shadow this one.
+    probe = [sys.executable, "-P", "-m", "kcheck", "probe", "--format", "json"]
     probe += ["--output", str(exchange / REPORT_NAME), *plan.probe_args]
     if plan.config is not None:
         probe += ["--config", str(exchange / "config")]
