@@ -5,6 +5,7 @@ before any engine runs. The real dump and restore of a docker container are in t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from kcheck.cr.external import (
     manifest_from_inspect,
     restore_argv,
 )
-from kcheck.cr.runner import Refused
+from kcheck.cr.runner import Refused, Runner
 from kcheck.errors import KcheckError
 
 CAPTURE = load_capture("docker-container-mounts.json")
@@ -242,6 +243,25 @@ def test_a_failed_checkpoint_is_named_as_such_with_criu_error(tmp_path):
     assert f"the checkpoint in {images} failed, so there is nothing to restore" in done.stderr
     assert "(Error (criu/mount.c:753): mnt: 104:./sys/fs/cgroup/systemd doesn't have" in done.stderr
     assert "(00.038095)" not in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_failed_command_whose_log_directory_is_full_says_so(tmp_path):
+    """A dump that filled its --dir cannot log its own error: the failure names the full filesystem."""
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    with pytest.raises(Refused) as roomy_failure:
+        Runner(dry_run=False).run(["sh", "-c", "exit 2"], log=roomy / "dump.log")
+    assert "KiB free" not in str(roomy_failure.value)
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "kcheck-full", str(full)], check=True)
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={full / 'filler'}", "bs=4k"], capture_output=True)
+        with pytest.raises(Refused, match=rf"the filesystem holding {full} has only 0 KiB free; free space"):
+            Runner(dry_run=False).run(["sh", "-c", "exit 2"], log=full / "dump.log")
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
 
 
 def test_restore_when_the_layers_are_gone_is_bad_input(tmp_path):

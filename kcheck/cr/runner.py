@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from kcheck.errors import KcheckError
 
 STDERR_TAIL_LINES = 5
 QUERY_TIMEOUT = 60.0
+LOW_SPACE_BYTES = 1 << 20  # below this, a failed dump most likely ran out of room
 
 
 class Refused(KcheckError):
@@ -26,6 +28,18 @@ class Refused(KcheckError):
 def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     kept = [line for line in text.splitlines() if line.strip()][-lines:]
     return "\n".join(kept) or "(no output on stderr)"
+
+
+def low_space_note(directory: Path) -> str | None:
+    """Why a log may say nothing: its filesystem is (nearly) full, so criu could not write its error."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return None
+    if free >= LOW_SPACE_BYTES:
+        return None
+    fix = "free space there or pick another --dir"
+    return f"the filesystem holding {directory} has only {free // 1024} KiB free; {fix}"
 
 
 def query(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -69,7 +83,8 @@ class Runner:
         if code != 0:
             # criu writes its errors to its -o log, not to stderr: show the first that matters.
             logged = log_first_error(log) if log else None
-            shown = "\n".join(filter(None, [tail(errors) if errors.strip() else None, logged]))
+            space = low_space_note(log.parent) if log else None
+            shown = "\n".join(filter(None, [tail(errors) if errors.strip() else None, logged, space]))
             where = f"\nsee {log}" if log else ""
             raise Refused(f"{line} failed (exit {code}):\n{shown or tail(errors)}{where}")
         sys.stderr.write(errors)
