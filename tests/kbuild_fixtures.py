@@ -229,6 +229,7 @@ arch/x86/boot/bzImage: $(OBJS)
 	cat $(OBJS) > $@.tmp
 	strings init/version.o | grep 'Linux version' >> $@.tmp
 	mv $@.tmp $@
+	echo "ffffffff81000000 T _text" > System.map
 	$(if $(FAKE_BOOTABLE_IMAGE),cp $(FAKE_BOOTABLE_IMAGE) $@)
 
 modules: fs/overlayfs/overlay.ko
@@ -266,7 +267,9 @@ while [ $# -gt 0 ]; do
 done
 """
 
-FAKE_GITIGNORE = "*.o\n*.ko\n*.tmp\n.config\ninclude/config/\ninit/version.c\nmodules.order\narch/x86/boot/\n"
+FAKE_GITIGNORE = (
+    "*.o\n*.ko\n*.tmp\n.config\ninclude/config/\ninit/version.c\nmodules.order\narch/x86/boot/\nSystem.map\n"
+)
 
 # The distro's running config, in the shape Debian ships it.
 FAKE_RUNNING_CONFIG = """CONFIG_MODULES=y

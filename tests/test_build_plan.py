@@ -414,6 +414,65 @@ def test_install_records_the_build_and_never_reboots_without_confirmation(kernel
     assert (tmp_path / "reboots").read_text() == "systemctl reboot\n"
 
 
+def test_install_root_installs_into_the_image_only_and_its_record_gates_it(kernel, tmp_path):
+    """--install-root: the image gets the modules, boot/*-R and the record; the host gets
+    nothing (no `make install`, so no installkernel hooks), and the image's gate reads the record."""
+    image = tmp_path / "image"
+    (image / "usr/lib").mkdir(parents=True)
+    (image / "lib").symlink_to("usr/lib")  # merged /usr, as Debian lays it out
+    host = {"INSTALL_PATH": str(tmp_path / "host-boot"), "KCHECK_STATE_DIR": str(tmp_path / "state")}
+    done = build(kernel, "--install-root", str(image), env=host)
+    assert done.returncode == 0, done.stdout + done.stderr
+    release = "3.19.0-kcheck"
+    bz_image = kernel.tree("arch/x86/boot/bzImage").read_bytes()
+    assert (image / f"boot/vmlinuz-{release}").read_bytes() == bz_image
+    assert (image / f"boot/config-{release}").read_bytes() == kernel.tree(".config").read_bytes()
+    assert (image / f"boot/System.map-{release}").read_bytes() == kernel.tree("System.map").read_bytes()
+    assert (image / f"usr/lib/modules/{release}/kernel/fs/overlayfs/overlay.ko").is_file()
+    record = json.loads((image / f"var/lib/kcheck/builds/{release}.json").read_text())
+    assert [p["name"] for p in record["patchsets"]] == ["aio-fix", "overlay-fix"]
+    assert not (tmp_path / "host-boot").exists() and not (tmp_path / "state").exists()
+    assert f"kcheck probe --root {image} --release {release}" in done.stdout  # the next step
+    gate = run_kcheck("probe", "--root", str(image), "--catalog", str(kernel.catalog), "--format", "json")
+    mnt_id = {c["id"]: c for c in json.loads(gate.stdout)["checks"]}["overlayfs.mnt_id"]
+    assert (mnt_id["status"], mnt_id["evidence"]) == ("pass", "tree")
+    assert f"build record {image / 'var/lib/kcheck/builds' / release}.json" in mnt_id["detail"]
+
+
+def test_dry_run_with_install_root_shows_the_copies_into_the_image(kernel, tmp_path):
+    image = tmp_path / "image"
+    image.mkdir()
+    done = build(kernel, "--dry-run", "--install-root", str(image))
+    assert done.returncode == 0, done.stderr
+    assert f"cp '<image>' '{image}/boot/vmlinuz-<release>'" in done.stdout
+    assert f"cp System.map '{image}/boot/System.map-<release>'" in done.stdout
+    assert f"# then record the build in {image}/var/lib/kcheck/builds/<release>.json" in done.stdout
+    assert " install\n" not in done.stdout  # never the host's make install
+    assert not any(image.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("layout", "extra", "message"),
+    [
+        ("missing", (), "not a directory; pass an unpacked node image root"),
+        ("escaping-boot", (), "/boot leads out of the image (to "),
+        ("image", ("--install",), "--install and --install-root"),
+    ],
+)
+def test_a_bad_install_root_is_refused_before_any_work(kernel, tmp_path, layout, extra, message):
+    image = tmp_path / "image"
+    if layout != "missing":
+        image.mkdir()
+    if layout == "escaping-boot":
+        (tmp_path / "host-boot").mkdir()
+        (image / "boot").symlink_to(tmp_path / "host-boot")  # absolute: it would write the host's /boot
+    done = build(kernel, "--install-root", str(image), *extra)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert message in done.stderr
+    assert not kernel.tree(".config").exists()  # nothing was built
+    assert not (tmp_path / "host-boot").exists() or not any((tmp_path / "host-boot").iterdir())
+
+
 def test_localmodconfig_and_settings_reach_the_config(kernel):
     done = build(kernel, "--localmodconfig", "--set", "CONFIG_CHECKPOINT_RESTORE=y", "--localversion=-lab")
     assert done.returncode == 0, done.stderr

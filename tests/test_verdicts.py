@@ -721,6 +721,27 @@ BACKPORTED = [
             ),
             id="changelog-and-version",
         ),
+        # 6.1 holds every overlayfs-mnt-id commit: a changelog or record naming them proves nothing more.
+        pytest.param(
+            "6.1.0-50-amd64",
+            changelog(*BACKPORTED),
+            Outcome(
+                Status.PASS,
+                "not observed live (judged offline); kernel 6.1.0 >= 4.2 has the fix by version",
+                evidence=Evidence.VERSION,
+            ),
+            id="changelog-the-version-implies",
+        ),
+        pytest.param(
+            "6.1.0-50-amd64",
+            record("overlayfs-mnt-id"),
+            Outcome(
+                Status.PASS,
+                "not observed live (judged offline); kernel 6.1.0 >= 4.2 has the fix by version",
+                evidence=Evidence.VERSION,
+            ),
+            id="build-record-the-version-implies",
+        ),
         pytest.param(
             "6.1.0-28-amd64",
             {},

@@ -22,11 +22,13 @@ from kcheck.core.result import report_from_dict
 from kcheck.probe.vm import (
     BootPlan,
     console_summary,
+    embedded_release,
     find_kernel_config,
     guest_command,
     missing_vm_support,
     read_guest_report,
     stage_inputs,
+    vng_argv,
 )
 
 
@@ -55,6 +57,68 @@ def test_vm_support_names_what_is_missing():
         }
     )
     assert missing_vm_support(options) == []
+
+
+# What a distro kernel has as modules (Debian 6.1's config): enough only with its modules at hand.
+DISTRO_VM_CONFIG = (
+    "CONFIG_VIRTIO_PCI=m\nCONFIG_NET_9P=m\nCONFIG_NET_9P_VIRTIO=m\nCONFIG_9P_FS=m\n"
+    "CONFIG_SERIAL_8250=y\nCONFIG_SERIAL_8250_CONSOLE=y\nCONFIG_DEVTMPFS=y\nCONFIG_TMPFS=y\n"
+)
+
+
+def test_modules_serve_the_vm_only_when_the_kernel_has_its_module_directory():
+    options = parse_kconfig(DISTRO_VM_CONFIG)
+    assert missing_vm_support(options, modular=True) == []
+    assert [need.split(" (")[0] for need in missing_vm_support(options)] == [
+        "virtio transport",
+        "host filesystem export",
+    ]
+    del options["CONFIG_9P_FS"]
+    assert missing_vm_support(options, modular=True) == [
+        "host filesystem export (CONFIG_NET_9P=y/m+CONFIG_NET_9P_VIRTIO=y/m+CONFIG_9P_FS=y/m or "
+        "CONFIG_FUSE_FS=y/m+CONFIG_VIRTIO_FS=y/m)"
+    ]
+
+
+def x86_kernel(path: Path, release: str | None) -> Path:
+    """A file with an x86 boot header whose kernel_version field points at `release`'s banner."""
+    image = bytearray(0x400)
+    image[0x202:0x206] = b"HdrS"
+    if release is not None:
+        image[0x20E:0x210] = (0x300 - 0x200).to_bytes(2, "little")
+        banner = f"{release} (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC\0".encode()
+        image[0x300 : 0x300 + len(banner)] = banner
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(image))
+    return path
+
+
+def test_the_release_is_read_from_the_kernels_boot_header(tmp_path):
+    assert embedded_release(x86_kernel(tmp_path / "a", "6.1.0-50-amd64")) == "6.1.0-50-amd64"
+    assert embedded_release(x86_kernel(tmp_path / "b", None)) is None  # no kernel_version field
+    assert embedded_release(tmp_path / "missing") is None
+
+
+def test_a_modular_kernel_boots_from_a_root_linking_its_own_modules(tmp_path):
+    modules = tmp_path / "image/usr/lib/modules/6.1.0-50-amd64"
+    modules.mkdir(parents=True)
+    kernel = x86_kernel(tmp_path / "image/boot/vmlinuz-6.1.0-50-amd64", "6.1.0-50-amd64")
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    plan = BootPlan(kernel, None, 60, (), (), modules=modules)
+    stage_inputs(plan, exchange)
+    staged = exchange / "root/boot/vmlinuz-6.1.0-50-amd64"
+    assert staged.read_bytes() == kernel.read_bytes()
+    # virtme-ng looks for lib/modules/RELEASE in the root above the kernel it runs
+    assert (exchange / "root/lib/modules/6.1.0-50-amd64").readlink() == modules.resolve()
+    argv = vng_argv("vng", plan, kvm=False, exchange=exchange)
+    assert argv[argv.index("--run") + 1] == str(staged)
+    # /var/tmp is a fresh tmpfs in the guest: the modules are exported where the link points
+    assert f"--rodir={modules.resolve()}={modules.resolve()}" in argv
+    assert not any(
+        arg.startswith("--rodir")
+        for arg in vng_argv("vng", BootPlan(kernel, None, 60, (), ()), False, exchange)
+    )
 
 
 def test_guest_report_is_read_from_the_exchange_directory(tmp_path):
@@ -125,6 +189,50 @@ def test_kernel_without_vm_support_is_refused_naming_it(tmp_path):
     done = run_kcheck("probe", "--boot", str(kernel))
     assert done.returncode == 3
     assert "lacks what the VM needs: host filesystem export" in done.stderr
+
+
+def modular_image(root: Path, kernel_release: str = "6.1.0-50-amd64", indexed: bool = True) -> Path:
+    """An image root with a distro-style modular kernel 6.1.0-50-amd64 (only what the pre-check reads)."""
+    x86_kernel(root / "boot/vmlinuz-6.1.0-50-amd64", kernel_release)
+    (root / "boot/config-6.1.0-50-amd64").write_text(DISTRO_VM_CONFIG)
+    modules = root / "lib/modules/6.1.0-50-amd64"
+    modules.mkdir(parents=True)
+    if indexed:
+        (modules / "modules.dep").write_text("")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        pytest.param(
+            {"indexed": False},
+            "lib/modules/6.1.0-50-amd64 has no modules.dep, so its modules cannot be loaded; index them "
+            "on a copy of the image first (depmod -b ROOT 6.1.0-50-amd64)",
+            id="unindexed-modules",
+        ),
+        pytest.param(
+            {"kernel_release": "6.1.0-49-amd64"},
+            "the kernel is release 6.1.0-49-amd64 but its modules are",
+            id="another-kernels-modules",
+        ),
+    ],
+)
+def test_modules_the_boot_cannot_use_unchanged_are_refused(tmp_path, image, message):
+    root = modular_image(tmp_path / "image", **image)
+    before = sorted(path.name for path in (root / "lib/modules/6.1.0-50-amd64").iterdir())
+    done = run_kcheck("probe", "--boot", "--root", str(root))
+    assert done.returncode == 3, done.stderr
+    assert message in done.stderr
+    assert sorted(path.name for path in (root / "lib/modules/6.1.0-50-amd64").iterdir()) == before
+
+
+def test_a_modular_kernel_without_its_modules_needs_the_vm_essentials_built_in(tmp_path):
+    root = modular_image(tmp_path / "image")
+    shutil.rmtree(root / "lib/modules")
+    done = run_kcheck("probe", "--boot", "--root", str(root))
+    assert done.returncode == 3
+    assert "lacks what the VM needs: virtio transport (CONFIG_VIRTIO_PCI=y or" in done.stderr
 
 
 def test_a_file_that_is_not_a_kernel_is_refused_before_booting(tmp_path):

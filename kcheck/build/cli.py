@@ -127,6 +127,13 @@ def register(jobs) -> None:
         "($KCHECK_STATE_DIR/builds when set)",
     )
     install.add_argument(
+        "--install-root",
+        type=path_arg,
+        metavar="IMG",
+        help="install into this unpacked node image instead: its modules, boot/vmlinuz-R, System.map-R "
+        "and config-R, and the record in IMG/var/lib/kcheck/builds; no host installkernel hooks",
+    )
+    install.add_argument(
         "--reboot", action="store_true", help="with --install: reboot into it after a confirmation"
     )
     install.add_argument("--yes", action="store_true", help="with --reboot: do not ask")

@@ -71,7 +71,9 @@ def options_from(given: dict[str, Any]) -> BuildOptions:
     if given.get("tree") is None and repo is None:
         repo = distro_kernel_repo(read_os_release())
     absolute = {
-        key: Path(given[key]).absolute() for key in ("tree", "reference", "catalog") if given.get(key)
+        key: Path(given[key]).absolute()
+        for key in ("tree", "reference", "catalog", "install_root")
+        if given.get(key)
     }
     return BuildOptions(
         workdir=Path(given.get("workdir") or default_workdir()).absolute(),
@@ -91,6 +93,7 @@ def options_from(given: dict[str, Any]) -> BuildOptions:
         targets=targets or default_targets(),
         cc_wrapper=given.get("cc_wrapper"),
         install=given.get("install", False),
+        install_root=absolute.get("install_root"),
         reboot=given.get("reboot", False),
         yes=given.get("yes", False),
         min_free=parse_size(given["min_free"]) if "min_free" in given else BuildOptions.min_free,
@@ -130,6 +133,8 @@ def check_before_work(options: BuildOptions, dry_run: bool, resuming: bool) -> t
     """Every refusal before any work: root, catalog, tools, source, config, clean tree, disk."""
     if options.install and not dry_run:
         preflight.check_root(os.geteuid())
+    if options.install_root is not None:
+        preflight.check_install_root(options.install_root)
     catalog = load_build_catalog(options)
     upstream = options.upstream or common_upstream(catalog, options)
     check_url("--upstream", upstream)

@@ -128,6 +128,22 @@ def install_commands(variables: tuple[str, ...], modules: bool) -> list[Command]
     return [Command(("make", *variables, "modules_install")), *install] if modules else install
 
 
+def install_root_commands(
+    variables: tuple[str, ...], modules: bool, root: Path, image: str, release: str
+) -> list[Command]:
+    """Install into a node image. `make install` runs the host's installkernel hooks (initramfs,
+    boot loader) even with INSTALL_PATH, so the kernel, System.map and config are copied into
+    ROOT/boot as the distros name them; modules go in with INSTALL_MOD_PATH."""
+    boot = root / "boot"
+    commands = (
+        [Command(("make", *variables, f"INSTALL_MOD_PATH={root}", "modules_install"))] if modules else []
+    )
+    commands.append(Command(("mkdir", "-p", str(boot))))
+    for source, name in ((image, "vmlinuz"), ("System.map", "System.map"), (".config", "config")):
+        commands.append(Command(("cp", source, f"{boot}/{name}-{release}")))
+    return commands
+
+
 def lost_settings(settings: tuple[ConfigSetting, ...], config_text: str) -> list[ConfigSetting]:
     """--set options olddefconfig did not keep (their dependencies are not met)."""
     options = parse_kconfig(config_text)

@@ -162,12 +162,18 @@ class BuildOptions:
     targets: tuple[str, ...] = ()
     cc_wrapper: str | None = None
     install: bool = False
+    install_root: Path | None = None  # install into this node image instead of the host
     reboot: bool = False
     yes: bool = False
     min_free: int = DEFAULT_MIN_FREE
     verify: bool = False
     verify_timeout: float = DEFAULT_VERIFY_TIMEOUT
     force: bool = False
+
+    @property
+    def installs(self) -> bool:
+        """--install (this host) or --install-root (a node image)."""
+        return self.install or self.install_root is not None
 
     def __post_init__(self) -> None:
         if self.tree is not None and self.repo is not None:
@@ -187,7 +193,11 @@ class BuildOptions:
         ):
             if value is not None and not _PLAIN_ARG.match(value):
                 raise KcheckError(f"{option} {value!r}: must not start with '-' or contain spaces")
-        if self.force and not (self.verify and self.install):
+        if self.install and self.install_root is not None:
+            raise KcheckError(
+                f"--install and --install-root {self.install_root}: pick one (this host, or the image)"
+            )
+        if self.force and not (self.verify and self.installs):
             raise KcheckError("--force only overrides --install's refusal after --verify; drop it")
         if self.reboot and not self.install:
             raise KcheckError("--reboot needs --install: kcheck reboots only into a kernel it installed")
@@ -219,7 +229,7 @@ class BuildOptions:
 
     @classmethod
     def from_json(cls, data: dict) -> BuildOptions:
-        paths = {"workdir", "tree", "reference", "catalog"}
+        paths = {"workdir", "tree", "reference", "catalog", "install_root"}
         values = {}
         for field in fields(cls):
             value = data.get(field.name, field.default)  # state files from before a field existed

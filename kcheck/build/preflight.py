@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kcheck.build.options import human_size
 from kcheck.errors import KcheckError
+from kcheck.probe.image import BUILD_RECORD_DIR
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,25 @@ def check_root(euid: int) -> None:
             "--install needs root (it writes /boot and /lib/modules); rerun with sudo, "
             "or drop --install to build only"
         )
+
+
+# Where --install-root writes in the image; each must stay inside it.
+INSTALL_ROOT_PLACES = ("boot", "lib/modules", BUILD_RECORD_DIR)
+
+
+def check_install_root(root: Path) -> None:
+    """An image directory whose install places lead nowhere else: an absolute symlink such as
+    boot -> /boot would install into this host."""
+    if not root.is_dir():
+        raise KcheckError(f"--install-root {root}: not a directory; pass an unpacked node image root")
+    real_root = root.resolve()
+    for place in INSTALL_ROOT_PLACES:
+        real = (root / place).resolve()
+        if real != real_root and real_root not in real.parents:
+            raise KcheckError(
+                f"--install-root {root}: /{place} leads out of the image (to {real}); "
+                "make its links relative, or unpack the image so they stay inside"
+            )
 
 
 def missing_requirements(cc_wrapper: str | None) -> list[Requirement]:

@@ -32,6 +32,7 @@ from kcheck.core.output import write_atomic
 from kcheck.errors import KcheckError, StageFailed
 from kcheck.patchsets.audit import AuditStatus, Finding, git_reason
 from kcheck.patchsets.catalog import Patchset
+from kcheck.probe.image import BUILD_RECORD_DIR
 
 CLONE_DIR = "linux"
 METADATA = "metadata.json"
@@ -98,7 +99,7 @@ def run_stages(run: Run, continuing: bool) -> None:
         build_stage(run, tree)
         if run.options.verify:
             verify_stage(run, tree)
-        if run.options.install:
+        if run.options.installs:
             install_stage(run, tree)
     print_next_steps(run)
     if run.options.reboot:
@@ -485,16 +486,29 @@ def refuse_unverified(run: Run) -> None:
 def install_stage(run: Run, tree: TreeGit) -> None:
     refuse_unverified(run)
     config = run.outputs(Stage.CONFIG)
+    root = run.options.install_root
     inputs = {"head": tree.head(), "config_sha256": config["config_sha256"], "release": config["release"]}
+    if root is not None:
+        inputs["install_root"] = str(root)
     if run.state.done_with(Stage.INSTALL, inputs):
         run.say(f"[install] done in a previous run: {config['release']}")
         return
     variables = make_variables(run, tree)
-    with run.progress.stage("install", f"make modules_install install ({config['release']})"):
+    modules = kbuild.installs_modules(run.options, (run.tree / ".config").read_text(errors="replace"))
+    if root is None:
+        what, commands = "make modules_install install", kbuild.install_commands(variables, modules)
+    else:
+        image = built_image(run)
+        if image is None:
+            raise StageFailed(f"no kernel image among --targets {' '.join(run.options.targets)} to install")
+        what = f"into {root}"
+        commands = kbuild.install_root_commands(
+            variables, modules, root, str(image.relative_to(run.tree)), config["release"]
+        )
+    with run.progress.stage("install", f"{what} ({config['release']})"):
         run.state.start(Stage.INSTALL, inputs)
         try:
-            modules = kbuild.installs_modules(run.options, (run.tree / ".config").read_text(errors="replace"))
-            for command in kbuild.install_commands(variables, modules):
+            for command in commands:
                 kbuild.run_command(command, run.tree, run.log)
         except StageFailed:
             failing(run, Stage.INSTALL)
@@ -635,7 +649,8 @@ def write_records(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> None:
 
 
 def write_build_record(run: Run, tree: TreeGit) -> Path:
-    """RECORDS/<release>.json: which fixes the installed kernel carries, for offline probes."""
+    """RECORDS/<release>.json (in the image with --install-root): which fixes the installed
+    kernel carries, for offline probes."""
     config = run.outputs(Stage.CONFIG)
     pick = run.outputs(Stage.PICK)
     carried = patches(run)
@@ -651,7 +666,8 @@ def write_build_record(run: Run, tree: TreeGit) -> Path:
         "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "metadata": str(run.workdir / METADATA),
     }
-    directory = records_dir()
+    root = run.options.install_root
+    directory = records_dir() if root is None else root / BUILD_RECORD_DIR
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -671,7 +687,10 @@ def print_next_steps(run: Run) -> None:
     if verified := run.outputs(Stage.VERIFY):
         run.say(f"  verified in a VM: {verified['verdict']}; report: {run.workdir / VERIFY_REPORT}")
     run.say("Next steps:")
-    if not run.options.install:
+    if (root := run.options.install_root) is not None:
+        run.say(f"  gate the image offline: kcheck probe --root {root} --release {release}")
+        run.say(f"  or boot it and probe it live: kcheck probe --boot --root {root} --release {release}")
+    elif not run.options.install:
         run.say("  install it as root: rerun this command with --install (finished stages are skipped)")
         run.say(f"  then reboot into {release} and check it: kcheck probe")
     elif not run.options.reboot:
@@ -729,18 +748,27 @@ def dry_run(options: BuildOptions, catalog: dict[str, Patchset], upstream: str, 
     lines.append(f"# {base}: the options of {config_path}")
     commands = kbuild.config_commands(options, base, stale, variables)
     commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
-    if options.install:
+    if options.installs:
         modules = kbuild.installs_modules(options, kbuild.base_config_text(config_path))
+    if options.install:
         commands += kbuild.install_commands(variables, modules)
     lines += [command.shell() for command in commands]
+    image = f"arch/*/boot/{options.targets[0]}"
     if options.verify:
-        image = f"{tree}/arch/*/boot/{options.targets[0]}"
-        lines.append(f"# verify: boot the new kernel and probe it inside, as: kcheck probe --boot {image}")
-        if options.install:
+        lines.append(
+            f"# verify: boot the new kernel and probe it inside, as: kcheck probe --boot {tree}/{image}"
+        )
+        if options.installs:
             lines.append(
                 "# --install then refuses it unless its report is ready"
                 + (" (--force)" if options.force else "")
             )
+    if options.install_root is not None:
+        root = options.install_root
+        lines.append(f"# install into {root}: <image> is {image}, <release> what kernelrelease printed")
+        commands = kbuild.install_root_commands(variables, modules, root, "<image>", "<release>")
+        lines += [command.shell() for command in commands]
+        lines.append(f"# then record the build in {root / BUILD_RECORD_DIR}/<release>.json")
     if options.install:
         lines.append(f"# then record the build in {records_dir()}/<release>.json")
         if os.geteuid() != 0:

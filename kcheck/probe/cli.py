@@ -189,7 +189,7 @@ def _probe_in_vm(args: argparse.Namespace):
     from kcheck.errors import KcheckError
     from kcheck.probe.engine import select_checks
     from kcheck.probe.image import image_path, select_release
-    from kcheck.probe.vm import BootPlan, find_kernel_config, probe_in_vm
+    from kcheck.probe.vm import BootPlan, find_kernel_config, module_directory, probe_in_vm
 
     select_checks(args.check, args.require, args.ignore)  # unknown ids: bad input before booting
     kernel, config = args.boot, args.config
@@ -203,8 +203,14 @@ def _probe_in_vm(args: argparse.Namespace):
         image_config = image_path(args.root, f"boot/config-{release}")
         if config is None and image_config.is_file():
             config = image_config
+        modules = module_directory(args.root, release)
     elif args.root is not None or args.release is not None:
         raise KcheckError(f"--boot {kernel} with --root/--release: pass either a KERNEL or --boot --root DIR")
+    elif kernel.name.startswith("vmlinuz-") and kernel.parent.name == "boot":
+        # an installed kernel (/boot/vmlinuz-R): its modules are in that root's lib/modules/R
+        modules = module_directory(kernel.parent.parent, kernel.name.removeprefix("vmlinuz-"))
+    else:
+        modules = None  # a build tree's bzImage: what the VM needs must be built in
     passthrough = [f"--check={i}" for i in args.check] + [f"--require={i}" for i in args.require]
     passthrough += [f"--ignore={i}" for i in args.ignore]
     if args.timeout is not None:
@@ -217,5 +223,6 @@ def _probe_in_vm(args: argparse.Namespace):
         probe_args=tuple(passthrough),
         catalog=args.catalog,
         accel=args.boot_accel,
+        modules=modules,
     )
     return probe_in_vm(plan)

@@ -340,34 +340,41 @@ def _recorded_patchsets(record: Any) -> set[str]:
 def offline_fix(
     release_text: str, patchset: Patchset | None, min_version: str | None, image: dict
 ) -> Outcome:
-    """Judge a live-only check for a kernel that is not running, strongest evidence first:
-    a kcheck build record, the distro changelog naming every commit, then the version.
-    What none of them decides stays UNKNOWN, never PASS."""
+    """Judge a live-only check for a kernel that is not running, by the evidence that decides.
+
+    The image's evidence (a kcheck build record, the distro changelog naming commits) counts
+    only for commits the release's version does not already imply; when there are none, the
+    version decides. What nothing decides stays UNKNOWN, never PASS."""
     not_live = "judged offline"
-    if patchset is not None and patchset.name in _recorded_patchsets(image.get("record")):
-        return Outcome(
-            Status.PASS,
-            f"build record {image.get('record_path')} says kcheck build-kernel applied {patchset.name}",
-            evidence=Evidence.TREE,
-        )
     release = parse_release(release_text)
+    beyond_version = [
+        commit
+        for commit in (patchset.commits if patchset else ())
+        if release is None or (shipped_in := _tag_version(commit.tag)) is None or release.version < shipped_in
+    ]
     changelog = image.get("changelog")
     missing: list[str] = []
-    if patchset is not None and release is not None and isinstance(changelog, str):
-        text = changelog.lower()
-        for commit in patchset.commits:
-            shipped_in = _tag_version(commit.tag)
-            in_version = shipped_in is not None and release.version >= shipped_in
-            named = commit.sha[:10] in text or commit.subject.lower() in text
-            if not (in_version or named):
-                missing.append(f"{commit.sha[:10]} {commit.subject!r}")
-        if not missing:
+    if patchset is not None and beyond_version:
+        if patchset.name in _recorded_patchsets(image.get("record")):
             return Outcome(
                 Status.PASS,
-                f"changelog {image.get('changelog_path')} names every {patchset.name} commit "
-                f"the {release.version} release lacks",
+                f"build record {image.get('record_path')} says kcheck build-kernel applied {patchset.name}",
                 evidence=Evidence.TREE,
             )
+        if release is not None and isinstance(changelog, str):
+            text = changelog.lower()
+            missing = [
+                f"{commit.sha[:10]} {commit.subject!r}"
+                for commit in beyond_version
+                if not (commit.sha[:10] in text or commit.subject.lower() in text)
+            ]
+            if not missing:
+                return Outcome(
+                    Status.PASS,
+                    f"changelog {image.get('changelog_path')} names every {patchset.name} commit "
+                    f"the {release.version} release lacks",
+                    evidence=Evidence.TREE,
+                )
     if decided := by_version(release_text, min_version, not_live):
         return decided
     seen = [f"changelog lacks {', '.join(missing)}"] if missing else []

@@ -23,11 +23,13 @@ from kcheck.errors import KcheckError
 
 CONSOLE_TAIL = 25
 BOOT_HEADER_OFFSET, BOOT_HEADER_MAGIC = 0x202, b"HdrS"
+# The boot header's kernel_version field: a pointer, less 0x200, to "RELEASE (builder) #1 ...".
+KERNEL_VERSION_POINTER, KERNEL_VERSION_BASE = 0x20E, 0x200
 # A KVM that cannot run here aborts within seconds ("failed to set MSR 0x10a") or hangs;
 # either way it gets this long before software emulation takes over.
 KVM_TRIAL_SECONDS = 45
-# What virtme-ng needs built in (no initramfs modules for a fresh kernel): any one of
-# each group's alternatives.
+# What virtme-ng needs from the kernel config: any one of each group's alternatives, built
+# in; as modules only when the kernel has a module directory (virtme-ng puts them in an initramfs).
 VM_CONFIG_NEEDS = (
     ("virtio transport", (("VIRTIO_PCI",), ("VIRTIO_MMIO",))),
     ("host filesystem export", (("NET_9P", "NET_9P_VIRTIO", "9P_FS"), ("FUSE_FS", "VIRTIO_FS"))),
@@ -51,16 +53,47 @@ class BootPlan:
     probe_args: tuple[str, ...]
     catalog: Path | None = None
     accel: str = "auto"  # auto: KVM when /dev/kvm is usable, then software emulation; kvm; tcg
+    modules: Path | None = None  # the kernel's lib/modules/RELEASE (a distro kernel's, in its image)
 
 
-def missing_vm_support(options: dict[str, str]) -> list[str]:
-    """The VM needs this kernel config lacks, e.g. 'host filesystem export: CONFIG_9P_FS or ...'."""
+def missing_vm_support(options: dict[str, str], modular: bool = False) -> list[str]:
+    """The VM needs this kernel config lacks, e.g. 'host filesystem export: CONFIG_9P_FS or ...'.
+
+    With `modular` (the kernel's modules are at hand), =m serves as well as =y."""
+    accepted = ("y", "m") if modular else ("y",)
+    shown = "y/m" if modular else "y"
     missing = []
     for need, alternatives in VM_CONFIG_NEEDS:
-        if not any(all(options.get(f"CONFIG_{o}") == "y" for o in group) for group in alternatives):
-            choices = " or ".join("+".join(f"CONFIG_{o}=y" for o in group) for group in alternatives)
+        if not any(all(options.get(f"CONFIG_{o}") in accepted for o in group) for group in alternatives):
+            choices = " or ".join("+".join(f"CONFIG_{o}={shown}" for o in group) for group in alternatives)
             missing.append(f"{need} ({choices})")
     return missing
+
+
+def module_directory(root: Path, release: str) -> Path | None:
+    """ROOT's lib/modules/RELEASE (or usr/lib/...), resolved inside ROOT; None when it has none."""
+    from kcheck.probe.image import MODULE_DIRS, image_path
+
+    for modules in MODULE_DIRS:
+        directory = image_path(root, f"{modules}/{release}")
+        if directory.is_dir():
+            return directory
+    return None
+
+
+def embedded_release(kernel: Path) -> str | None:
+    """The release an x86 kernel image names in its boot header (what `uname -r` will print)."""
+    try:
+        with open(kernel, "rb") as image:
+            image.seek(KERNEL_VERSION_POINTER)
+            pointer = int.from_bytes(image.read(2), "little")
+            if pointer == 0:
+                return None
+            image.seek(pointer + KERNEL_VERSION_BASE)
+            text = image.read(256).split(b"\0", 1)[0].decode("ascii", errors="replace")
+    except OSError:
+        return None
+    return text.split(" ", 1)[0] or None
 
 
 def find_kernel_config(kernel: Path, explicit: Path | None) -> Path | None:
@@ -122,13 +155,31 @@ def guest_command(plan: BootPlan, exchange: Path) -> str:
     return shlex.join(probe)
 
 
+MODULES_ROOT = "root"  # in the exchange: a root holding only the kernel and a link to its modules
+
+
+def staged_kernel(plan: BootPlan, exchange: Path) -> Path:
+    """Where the kernel boots from in the exchange directory."""
+    if plan.modules is None:
+        return exchange / BOOT_IMAGE_NAME
+    return exchange / MODULES_ROOT / "boot" / f"{BOOT_IMAGE_NAME}-{plan.modules.name}"
+
+
 def stage_inputs(plan: BootPlan, exchange: Path) -> None:
     """Copy the kernel and what the guest probe reads into the shared exchange directory.
 
     Booted from beside a build tree, virtme-ng would pick up (and depmod) that tree's
-    modules; the copy boots alone, and the tree stays untouched.
+    modules; the copy boots alone, and the tree stays untouched. A modular kernel boots from
+    a small root whose lib/modules/RELEASE links to its own modules: virtme-ng finds them
+    there, puts what the boot needs into an initramfs, and links the rest in the guest.
     """
-    shutil.copyfile(plan.kernel, exchange / BOOT_IMAGE_NAME)
+    kernel = staged_kernel(plan, exchange)
+    kernel.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plan.kernel, kernel)
+    if plan.modules is not None:
+        links = exchange / MODULES_ROOT / "lib" / "modules"
+        links.mkdir(parents=True)
+        (links / plan.modules.name).symlink_to(plan.modules.resolve())
     if plan.config is not None:
         shutil.copyfile(plan.config, exchange / "config")
     if plan.catalog is not None:
@@ -137,9 +188,14 @@ def stage_inputs(plan: BootPlan, exchange: Path) -> None:
 
 def vng_argv(vng: str, plan: BootPlan, kvm: bool, exchange: Path) -> list[str]:
     """virtme-ng, verbose so the console tells what happened when no report comes back."""
-    kernel = exchange / BOOT_IMAGE_NAME
+    kernel = staged_kernel(plan, exchange)
     argv = [vng, "--verbose", "--run", str(kernel), "--memory", "1G", "--cpus", "2", "--disable-microvm"]
     argv += ["--rwdir", str(exchange)]
+    if plan.modules is not None:
+        # The guest sees the host's root, but with fresh tmpfs on /var/tmp and others that
+        # may hide the image: its modules are exported where the link points.
+        real = plan.modules.resolve()
+        argv += [f"--rodir={real}={real}"]
     if not kvm:
         argv.append("--disable-kvm")
     if plan.append:
@@ -192,6 +248,22 @@ def _run(argv: list[str], timeout: float) -> tuple[str, bool]:
             process.wait()
 
 
+def check_modules(kernel: Path, modules: Path) -> None:
+    """Refuse modules the boot cannot use as they are; virtme-ng would depmod an unindexed
+    directory in place, and a node image must not change."""
+    release = embedded_release(kernel)
+    if release is not None and release != modules.name:
+        raise KcheckError(
+            f"--boot {kernel}: the kernel is release {release} but its modules are {modules}; "
+            "pass the kernel whose modules those are"
+        )
+    if not (modules / "modules.dep").is_file():
+        raise KcheckError(
+            f"--boot {kernel}: {modules} has no modules.dep, so its modules cannot be loaded; "
+            f"index them on a copy of the image first (depmod -b ROOT {modules.name})"
+        )
+
+
 def probe_in_vm(plan: BootPlan) -> Report:
     if not plan.kernel.is_file():
         raise KcheckError(f"--boot {plan.kernel}: no such kernel image; pass a bzImage or vmlinuz")
@@ -209,12 +281,14 @@ def probe_in_vm(plan: BootPlan) -> Report:
     else:
         from kcheck.probe.observe import read_config_file
 
-        missing = missing_vm_support(read_config_file(plan.config))
+        missing = missing_vm_support(read_config_file(plan.config), modular=plan.modules is not None)
         if missing:
             raise KcheckError(
                 f"--boot {plan.kernel}: its config {plan.config} lacks what the VM needs: "
                 f"{'; '.join(missing)}; rebuild with those options (vng --kconfig sets them)"
             )
+    if plan.modules is not None:
+        check_modules(plan.kernel, plan.modules)
     vng = _vng()
     attempts = {"kvm": [(True, plan.timeout)], "tcg": [(False, plan.timeout)]}.get(plan.accel) or (
         [(True, min(plan.timeout, KVM_TRIAL_SECONDS)), (False, plan.timeout)]
@@ -249,6 +323,7 @@ def probe_in_vm(plan: BootPlan) -> Report:
             check.detail = check.detail.replace(str(exchange / "config"), str(plan.config))
     report.kernel["boot"] = {
         "kernel": str(plan.kernel),
+        "modules": str(plan.modules) if plan.modules is not None else None,
         "accelerator": "kvm" if kvm else "tcg",
         "seconds": round(seconds, 1),
         "fallback": tried,
