@@ -29,6 +29,7 @@ from kbuild_fixtures import (
     regression_variants,
     vm_build_env,
 )
+from node_images import cached_debian_image, linked_copy
 
 # variant -> {check id failing live on it: what its detail must say it saw}
 EXPECTED_FAILURES = {
@@ -144,10 +145,13 @@ def trees(tmp_path) -> Iterator[Path]:
     shutil.rmtree(tmp_path / "trees", ignore_errors=True)
 
 
-@requires_root  # --install (into the test's own paths)
+@requires_root  # --install-root into a copy of a debootstrapped node image
 @pytest.mark.slow
 def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path, trees):
+    """The mission in one test: the fix is built, verified in a VM, installed into a real node
+    image, and that image's gate then trusts it, offline by its build record and booted live."""
     regression = regression_kernel("overlay-realpath").parents[3]  # the tree of arch/x86/boot/bzImage
+    image = linked_copy(cached_debian_image(), tmp_path / "image")
     shas = upstream_with_the_inverse(regression, tmp_path / "upstream.git")
     upstream = str(tmp_path / "upstream.git")
     catalog = write_catalog(
@@ -168,12 +172,7 @@ def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path,
             upstream=upstream,
         ),
     )
-    env = {
-        **{key: vm_build_env()[key] for key in ("CCACHE_DIR", "CCACHE_NOHASHDIR")},
-        "INSTALL_PATH": str(tmp_path / "boot"),
-        "INSTALL_MOD_PATH": str(tmp_path / "root"),
-        "KCHECK_STATE_DIR": str(tmp_path / "state"),
-    }
+    env = {key: vm_build_env()[key] for key in ("CCACHE_DIR", "CCACHE_NOHASHDIR")}
 
     def build_kernel(name: str, *extra: str) -> subprocess.CompletedProcess:
         tree = trees / name
@@ -199,14 +198,14 @@ def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path,
             "--verify",
             "--verify-timeout",
             "600",
-            "--install",
+            "--install-root",
+            str(image),
             *extra,
             env=env,
             stdin=subprocess.DEVNULL,
             timeout=3600,
         )
 
-    (tmp_path / "boot").mkdir()  # installkernel copies into an existing /boot
     before = ccache_stats()
     done = build_kernel("fixed")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -225,7 +224,28 @@ def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path,
     assert report["kernel"]["release"] == meta["release"]  # the kernel it just built
     assert live_results(report) == STOCK_VM_LIVE_RESULTS  # the checks that failed now pass
     assert report["verdict"] == "ready"
-    assert (tmp_path / f"boot/vmlinuz-{meta['release']}").is_file()
+    release = meta["release"]
+    bz_image = next(tree.glob("arch/*/boot/bzImage")).read_bytes()
+    assert (image / f"boot/vmlinuz-{release}").read_bytes() == bz_image
+
+    # The image's gate: offline, the build record names the fix its 6.1 version lacks...
+    gate = ["--root", str(image), "--release", release, "--catalog", str(catalog), "--format", "json"]
+    offline = run_kcheck("probe", *gate)
+    assert offline.returncode == 0, offline.stdout
+    by_id = {check["id"]: check for check in json.loads(offline.stdout)["checks"]}
+    record = image / f"var/lib/kcheck/builds/{release}.json"
+    for check_id in ("overlayfs.mnt_id", "overlayfs.fd_path"):
+        check = by_id[check_id]
+        assert (check["status"], check["evidence"]) == ("pass", "tree")
+        assert (
+            check["detail"] == f"build record {record} says kcheck build-kernel applied kcheck-test-ovl-fix"
+        )
+    # ...and booted, the installed kernel passes live.
+    booted = run_kcheck("probe", "--boot", *gate, timeout=900)
+    assert booted.returncode == 0, booted.stderr[-3000:]
+    report = json.loads(booted.stdout)
+    assert report["kernel"]["boot"]["kernel"] == str(image / f"boot/vmlinuz-{release}")
+    assert (report["kernel"]["release"], live_results(report)) == (release, STOCK_VM_LIVE_RESULTS)
 
     skipped = build_kernel("unfixed", "--patchset", "kcheck-test-unrelated")
     assert skipped.returncode == 1, skipped.stdout[-3000:] + skipped.stderr[-3000:]
@@ -233,3 +253,4 @@ def test_the_probe_finds_it_build_kernel_fixes_it_and_verify_proves_it(tmp_path,
     assert "[install] refused: the verified kernel is not-ready" in skipped.stderr
     report = json.loads((tmp_path / "unfixed-work/verify.json").read_text())
     assert live_results(report) == expected_live_results("overlay-realpath")
+    assert (image / f"boot/vmlinuz-{release}").read_bytes() == bz_image  # the refused kernel left it alone

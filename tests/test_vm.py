@@ -227,6 +227,14 @@ def test_modules_the_boot_cannot_use_unchanged_are_refused(tmp_path, image, mess
     assert sorted(path.name for path in (root / "lib/modules/6.1.0-50-amd64").iterdir()) == before
 
 
+def test_an_installed_kernel_named_directly_uses_its_roots_modules(tmp_path):
+    """--boot ROOT/boot/vmlinuz-R (installed, not running): ROOT/lib/modules/R is its modules."""
+    root = modular_image(tmp_path / "image", indexed=False)
+    done = run_kcheck("probe", "--boot", str(root / "boot/vmlinuz-6.1.0-50-amd64"))
+    assert done.returncode == 3
+    assert "lib/modules/6.1.0-50-amd64 has no modules.dep" in done.stderr  # they were found
+
+
 def test_a_modular_kernel_without_its_modules_needs_the_vm_essentials_built_in(tmp_path):
     root = modular_image(tmp_path / "image")
     shutil.rmtree(root / "lib/modules")
