@@ -24,7 +24,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def build_parser() -> ArgumentParser:
     from kcheck import completion
-    from kcheck.build import cli as build_cli
+    from kcheck.builder import cli as build_cli
     from kcheck.cr import cli as cr_cli
     from kcheck.patchsets import cli as patchsets_cli
     from kcheck.probe import cli as probe_cli

@@ -26,9 +26,9 @@ from kbuild_fixtures import (
     workdir_json,
 )
 
-from kcheck.build.kbuild import lost_settings, stale_key_settings
-from kcheck.build.options import BuildOptions, ConfigSetting, parse_setting, parse_size
-from kcheck.build.source import distro_kernel_repo, parse_os_release
+from kcheck.builder.kbuild import lost_settings, stale_key_settings
+from kcheck.builder.options import BuildOptions, ConfigSetting, parse_setting, parse_size
+from kcheck.builder.source import distro_kernel_repo, parse_os_release
 from kcheck.errors import KcheckError
 
 TIMESTAMP = "'KBUILD_BUILD_TIMESTAMP=Mon, 5 Jan 2015 04:26:40 +0000'"

@@ -22,10 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kcheck.build.kbuild import Command, run_command
-from kcheck.build.options import state_dir
-from kcheck.build.preflight import Requirement, existing_ancestor, refuse_missing
-from kcheck.build.progress import BuildLog, Progress, shell_line
+from kcheck.builder.kbuild import Command, run_command
+from kcheck.builder.options import state_dir
+from kcheck.builder.preflight import Requirement, existing_ancestor, refuse_missing
+from kcheck.builder.progress import BuildLog, Progress, shell_line
 from kcheck.core.criu import criu_first_error, criu_version
 from kcheck.core.output import write_atomic
 from kcheck.core.release import parse_release, parse_version
@@ -71,7 +71,7 @@ class CriuRelease:
 
 def known_releases() -> tuple[str, list[CriuRelease]]:
     """The upstream repository and the releases kcheck knows, newest first."""
-    data = tomllib.loads(resources.files("kcheck.build").joinpath("criu-releases.toml").read_text())
+    data = tomllib.loads(resources.files("kcheck.builder").joinpath("criu-releases.toml").read_text())
     return data["upstream"], [CriuRelease(**entry) for entry in data["releases"]]
 
 

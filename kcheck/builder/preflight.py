@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kcheck.build.options import human_size
+from kcheck.builder.options import human_size
 from kcheck.errors import KcheckError
 from kcheck.probe.image import BUILD_RECORD_DIR
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import git
 
-from kcheck.build.progress import BuildLog, shell_line
+from kcheck.builder.progress import BuildLog, shell_line
 from kcheck.errors import KcheckError, StageFailed
 from kcheck.patchsets.audit import git_reason
 from kcheck.patchsets.catalog import Commit

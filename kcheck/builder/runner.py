@@ -23,11 +23,11 @@ from typing import Any
 import git
 
 from kcheck import __version__
-from kcheck.build import gitops, kbuild, plan
-from kcheck.build.gitops import TreeGit
-from kcheck.build.options import BuildOptions, records_dir
-from kcheck.build.progress import BuildLog, Progress, shell_line
-from kcheck.build.state import BuildState, Stage, StageStatus
+from kcheck.builder import gitops, kbuild, plan
+from kcheck.builder.gitops import TreeGit
+from kcheck.builder.options import BuildOptions, records_dir
+from kcheck.builder.progress import BuildLog, Progress, shell_line
+from kcheck.builder.state import BuildState, Stage, StageStatus
 from kcheck.core.output import write_atomic
 from kcheck.errors import KcheckError, StageFailed
 from kcheck.patchsets.audit import AuditStatus, Finding, git_reason

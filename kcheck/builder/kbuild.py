@@ -11,8 +11,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kcheck.build.options import BuildOptions, ConfigSetting
-from kcheck.build.progress import BuildLog, shell_line
+from kcheck.builder.options import BuildOptions, ConfigSetting
+from kcheck.builder.progress import BuildLog, shell_line
 from kcheck.core.procparse import parse_kconfig
 from kcheck.errors import KcheckError, StageFailed
 

@@ -159,7 +159,7 @@ def register(jobs) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kcheck.build.command import execute
+    from kcheck.builder.command import execute
 
     given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
     return execute(given)
@@ -206,9 +206,9 @@ def run_criu(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from kcheck.build import criu
-    from kcheck.build.options import default_workdir
-    from kcheck.build.progress import BuildLog, Progress
+    from kcheck.builder import criu
+    from kcheck.builder.options import default_workdir
+    from kcheck.builder.progress import BuildLog, Progress
     from kcheck.errors import KcheckError
 
     options = criu.CriuOptions(

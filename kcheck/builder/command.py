@@ -13,10 +13,10 @@ from typing import Any
 
 import git
 
-from kcheck.build import plan, preflight, runner
-from kcheck.build.gitops import TreeGit
-from kcheck.build.kbuild import base_config_text, config_source
-from kcheck.build.options import (
+from kcheck.builder import plan, preflight, runner
+from kcheck.builder.gitops import TreeGit
+from kcheck.builder.kbuild import base_config_text, config_source
+from kcheck.builder.options import (
     DEFAULT_LOCALVERSION,
     DEFAULT_UPSTREAM,
     BuildOptions,
@@ -25,9 +25,9 @@ from kcheck.build.options import (
     parse_setting,
     parse_size,
 )
-from kcheck.build.progress import BuildLog, Progress
-from kcheck.build.source import distro_kernel_repo, read_os_release
-from kcheck.build.state import (
+from kcheck.builder.progress import BuildLog, Progress
+from kcheck.builder.source import distro_kernel_repo, read_os_release
+from kcheck.builder.state import (
     MARKER_ENV,
     BuildState,
     Stage,
