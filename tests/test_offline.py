@@ -113,7 +113,7 @@ def test_build_record_is_the_strongest_evidence(tmp_path):
     root = make_image(tmp_path / "img", [OLD])
     record = root / f"var/lib/kcheck/builds/{OLD}.json"
     record.parent.mkdir(parents=True)
-    # The shape `kcheck build-kernel --install` writes (kcheck/builder/runner.py write_build_record).
+    # The shape `kcheck build-kernel --install` writes (kcheck/builder/records.py write_build_record).
     picked = {"patchset": "overlayfs-mnt-id", "upstream": "4bacc9c923", "sha": "cd" * 20}
     record.write_text(
         json.dumps(

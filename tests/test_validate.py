@@ -29,7 +29,7 @@ def real_probe_report() -> dict:
 
 SAMPLES = {
     "probe-1": real_probe_report(),
-    # the shapes kcheck writes (build/runner.py write_build_record, build/criu.py build)
+    # the shapes kcheck writes (builder/records.py write_build_record, build/criu.py build)
     "build-record-1": {
         "schema": "kcheck.build-record/1",
         "release": "4.1.0-kcheck",

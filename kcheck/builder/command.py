@@ -14,6 +14,8 @@ from typing import Any
 import git
 
 from kcheck.builder import plan, preflight, runner
+from kcheck.builder.context import Run, tree_path
+from kcheck.builder.dryrun import dry_run_plan
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.kbuild import base_config_text, config_source
 from kcheck.builder.options import (
@@ -27,6 +29,7 @@ from kcheck.builder.options import (
 )
 from kcheck.builder.progress import BuildLog, Progress
 from kcheck.builder.source import distro_kernel_repo, read_os_release
+from kcheck.builder.stages import abort
 from kcheck.builder.state import (
     MARKER_ENV,
     BuildState,
@@ -49,11 +52,11 @@ def execute(given: dict[str, Any]) -> int:
     resume = given.get("resume")
     options = saved_options(given) if resume is not None else options_from(given)
     if resume == "abort":
-        return run_locked(options, None, lambda run: runner.abort(run))
+        return run_locked(options, None, abort)
     dry_run = bool(given.get("dry_run"))
     catalog, upstream, config_path = check_before_work(options, dry_run, resume is not None)
     if dry_run:
-        print(runner.dry_run(options, catalog, upstream, config_path), end="")
+        print(dry_run_plan(options, catalog, upstream, config_path), end="")
         return 0
     return run_locked(
         options,
@@ -144,7 +147,7 @@ def check_before_work(options: BuildOptions, dry_run: bool, resuming: bool) -> t
     reference = options.reference
     if reference is not None and not ((reference / ".git").exists() or (reference / "objects").is_dir()):
         raise KcheckError(f"--reference {reference}: not a git repository; pass a local kernel clone")
-    tree = runner.tree_path(options)
+    tree = tree_path(options)
     state = BuildState.load(options.workdir)
     if state is not None and not same_source(state, options):
         pick = state.get(Stage.PICK)
@@ -236,7 +239,7 @@ def run_locked(options: BuildOptions, checked: tuple | None, work) -> int:
                 catalog, upstream, config_path = {}, "", Path()
             else:
                 catalog, upstream, config_path = checked
-            run = runner.Run(options, catalog, upstream, config_path, state, log, Progress(log))
+            run = Run(options, catalog, upstream, config_path, state, log, Progress(log))
             log.header("kcheck build-kernel " + " ".join(f"{k}={v}" for k, v in options.to_json().items()))
             work(run)
         finally:

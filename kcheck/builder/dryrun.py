@@ -1,0 +1,112 @@
+"""`build-kernel --dry-run`: the commands a run would execute, read from the tree; nothing changes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import git
+
+from kcheck.builder import gitops, kbuild, plan
+from kcheck.builder.context import METADATA, REPRODUCER, tree_path
+from kcheck.builder.gitops import TreeGit
+from kcheck.builder.options import BuildOptions, records_dir
+from kcheck.builder.progress import shell_line
+from kcheck.builder.report import reboot_argv
+from kcheck.patchsets.catalog import Patchset
+from kcheck.probe.image import BUILD_RECORD_DIR
+
+
+def dry_run_plan(
+    options: BuildOptions, catalog: dict[str, Patchset], upstream: str, config_path: Path
+) -> str:
+    """The whole plan as the commands a run would execute; reads the tree, changes nothing."""
+    lines = ["# kcheck build-kernel --dry-run: the commands a run would execute; nothing was changed."]
+    tree = tree_path(options)
+    base = options.workdir / kbuild.BASE_CONFIG
+    lines.append(f"# work dir {options.workdir}: state.json, {METADATA}, {REPRODUCER}, build.log")
+    if options.repo is not None:
+        clone = gitops.clone_options(options.branch, options.reference, options.blob_filter)
+        lines += [
+            shell_line(["git", "clone", *clone, options.repo, str(tree)]),
+            shell_line(["cd", str(tree)]),
+            "# then: kcheck audit decides which commits the clone's version needs and lacks; they are",
+            f"# fetched from {upstream} and cherry-picked with -x on a new kcheck/<date>-<patchsets> branch",
+        ]
+        variables = kbuild.make_variables(options, "<committer date of the cloned commit>")
+        stale: list[kbuild.ConfigSetting] = []
+    else:
+        lines += dry_run_picks(options, catalog, upstream, tree)
+        with git.Repo(tree) as repo:
+            variables = kbuild.make_variables(options, TreeGit(repo, None).commit_date("HEAD"))
+        stale = kbuild.stale_key_settings(kbuild.base_config_text(config_path), tree)
+    lines.append(f"# {base}: the options of {config_path}")
+    commands = kbuild.config_commands(options, base, stale, variables)
+    commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
+    if options.installs:
+        modules = kbuild.installs_modules(options, kbuild.base_config_text(config_path))
+    if options.install:
+        commands += kbuild.install_commands(variables, modules)
+    lines += [command.shell() for command in commands]
+    image = f"arch/*/boot/{options.targets[0]}"
+    if options.verify:
+        lines.append(
+            f"# verify: boot the new kernel and probe it inside, as: kcheck probe --boot {tree}/{image}"
+        )
+        if options.installs:
+            lines.append(
+                "# --install then refuses it unless its report is ready"
+                + (" (--force)" if options.force else "")
+            )
+    if options.install_root is not None:
+        root = options.install_root
+        lines.append(f"# install into {root}: <image> is {image}, <release> what kernelrelease printed")
+        commands = kbuild.install_root_commands(variables, modules, root, "<image>", "<release>")
+        lines += [command.shell() for command in commands]
+        lines.append(f"# then record the build in {root / BUILD_RECORD_DIR}/<release>.json")
+    if options.install:
+        lines.append(f"# then record the build in {records_dir()}/<release>.json")
+        if os.geteuid() != 0:
+            lines.append("# --install needs root: run the command itself as root")
+    if options.reboot:
+        confirm = "" if options.yes else "   # after a yes on the terminal"
+        lines.append(shell_line(reboot_argv()) + confirm)
+    return "\n".join(lines) + "\n"
+
+
+def dry_run_picks(
+    options: BuildOptions, catalog: dict[str, Patchset], upstream: str, tree: Path
+) -> list[str]:
+    from contextlib import nullcontext
+
+    from kcheck.patchsets.audit import open_upstream
+
+    release, head, patchsets = plan.selected(tree, catalog, options.patchsets)
+    lines = [f"# tree {tree}: kernel {release.raw} at {head[:12]}"]
+    lines.append(f"# patchsets: {', '.join(p.name for p in patchsets) or 'none needed for this version'}")
+    local = plan.classify(tree, patchsets)
+    with git.Repo(tree) as repo:
+        fetch_plan = gitops.plan_fetch(TreeGit(repo, None), [f.commit for f in local.to_pick])
+        remote = gitops.remote_argv(TreeGit(repo, None), upstream) if fetch_plan else None
+    # A local upstream clone is read now, so the picks are exact; a URL is only read by the run.
+    tags = {c.tag for p in patchsets for c in p.commits}
+    with open_upstream(upstream, tags) if Path(upstream).is_dir() else nullcontext() as upstream_repo:
+        selection = plan.classify(tree, patchsets, upstream_repo) if upstream_repo else local
+    for finding in selection.present:
+        lines.append(f"# skip {finding.commit.sha[:12]} {finding.commit.subject!r}: {finding.status.value}")
+    lines.append(shell_line(["cd", str(tree)]))
+    if remote:
+        lines.append(shell_line(remote))
+    if fetch_plan:
+        lines.append(shell_line(fetch_plan.argv()))
+    with_picks = list(dict.fromkeys(f.patchset for f in selection.to_pick))
+    branch = plan.branch_name(with_picks) if with_picks else None
+    if branch:
+        lines.append(shell_line(["git", "checkout", "-b", branch]))
+    for finding in selection.to_pick:
+        sha = finding.upstream_sha or finding.commit.sha
+        note = "" if finding.upstream_sha else "   # unless the fetched commit shows the tree has it"
+        lines.append(shell_line(["git", "cherry-pick", "-x", sha]) + note)
+    tag, message = plan.build_tag(branch, head, [p.name for p in patchsets])
+    lines.append(shell_line(gitops.tag_argv(tag, message)))
+    return lines

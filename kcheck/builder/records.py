@@ -1,0 +1,177 @@
+"""The documents a build leaves: metadata.json and reproducer.sh in the work dir, and the
+build record an offline probe reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kcheck import __version__
+from kcheck.builder import gitops, kbuild
+from kcheck.builder.context import METADATA, METADATA_SCHEMA, RECORD_SCHEMA, REPRODUCER, Run
+from kcheck.builder.gitops import TreeGit
+from kcheck.builder.options import records_dir
+from kcheck.builder.progress import shell_line
+from kcheck.builder.state import Stage
+from kcheck.core.output import write_atomic
+from kcheck.errors import StageFailed
+from kcheck.probe.image import BUILD_RECORD_DIR
+
+
+def patches(run: Run) -> list[dict[str, Any]]:
+    outputs = run.outputs(Stage.PICK)
+    return [
+        {
+            "patchset": p["patchset"],
+            "upstream_sha": p["sha"],
+            "subject": p["subject"],
+            "status": p["status"],
+            "commit": p["commit"],
+        }
+        for p in outputs.get("present", [])
+    ] + [
+        {
+            "patchset": p["patchset"],
+            "upstream_sha": p["sha"],
+            "subject": p["subject"],
+            "status": p["how"],
+            "commit": p["commit"],
+        }
+        for p in outputs.get("picked", [])
+    ]
+
+
+def tool_versions(run: Run) -> dict[str, str | None]:
+    tools = {"kcheck": __version__, "python": sys.version.split()[0]}
+    compilers = ["gcc", *(run.options.cc_wrapper or "").split()]
+    for tool in ["git", "make", *compilers]:
+        try:
+            done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10)
+            tools[tool] = done.stdout.splitlines()[0] if done.stdout else None
+        except (OSError, subprocess.TimeoutExpired):
+            tools[tool] = None
+    return tools
+
+
+def metadata(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> dict[str, Any]:
+    options = run.options
+    pick = run.outputs(Stage.PICK)
+    config = run.outputs(Stage.CONFIG)
+    command = kbuild.build_command(options, variables)
+    return {
+        "schema": METADATA_SCHEMA,
+        "source": {
+            "tree": str(run.tree),
+            "url": options.repo or tree.origin_url(),
+            "branch": pick["original_branch"],
+            "commit": pick["original_commit"],
+            "partial_clone": run.outputs(Stage.CLONE).get("partial"),
+        },
+        "upstream": run.upstream,
+        "patchsets": list(run.state.get(Stage.PICK).inputs["patchsets"]),
+        "patches": patches(run),
+        "branch": pick["branch"],
+        "tag": pick["tag"],
+        "commit": pick["head"],
+        "config": {
+            "source": str(run.config_path),
+            "base": str(run.workdir / kbuild.BASE_CONFIG),
+            "sha256": config["config_sha256"],
+            "localversion": options.localversion,
+            "settings": options.to_json()["settings"],
+            "cleared": config["cleared"],
+            "not_kept": config["lost"],
+            "localmodconfig": options.localmodconfig,
+        },
+        "release": config["release"],
+        "build": {
+            "command": command.shell(),
+            "targets": list(options.targets),
+            "jobs": options.jobs,
+            "variables": list(variables),
+            "env": command.env,
+        },
+        "stages": {
+            stage.value: {"status": record.status.value, "duration": record.duration}
+            for stage, record in run.state.stages.items()
+        },
+        "verify": run.outputs(Stage.VERIFY) or None,
+        "tools": run.tools,
+        "log": str(run.log.path),
+        "reproducer": str(run.workdir / REPRODUCER),
+    }
+
+
+def reproducer(run: Run, variables: tuple[str, ...]) -> str:
+    """Plain sh that redoes the build in a fresh clone: same commit, same picks, config and make."""
+    options = run.options
+    pick = run.outputs(Stage.PICK)
+    config = run.outputs(Stage.CONFIG)
+    lines = [
+        "#!/bin/sh",
+        f"# Redo the build of {config['release']} by kcheck build-kernel {__version__}.",
+        "# Run it in an empty directory: it clones the source again, applies the same commits,",
+        "# and builds with the same config and make variables.",
+        "set -eu",
+        shell_line(["git", "clone", options.repo or str(run.tree), "linux"]),
+        "cd linux",
+        shell_line(["git", "checkout", "--quiet", "--detach", pick["original_commit"]]),
+    ]
+    picked = [p for p in pick["picked"] if p["commit"]]
+    if picked:
+        lines += [
+            shell_line(["git", "remote", "add", gitops.REMOTE, run.upstream]),
+            shell_line(["git", "fetch", "--no-tags", gitops.REMOTE, *[p["sha"] for p in picked]]),
+        ]
+        for item in picked:
+            if item["how"] == "resolved":
+                lines.append(f"# {item['sha'][:12]} conflicted in the original run and was resolved by hand")
+            lines.append(shell_line(["git", "cherry-pick", "-x", item["sha"]]))
+    lines.append(shell_line(gitops.tag_argv(pick["tag"], "kcheck build-kernel reproducer")))
+    stale = [kbuild.ConfigSetting(name.removeprefix("CONFIG_"), '""') for name in config["cleared"]]
+    base = run.workdir / kbuild.BASE_CONFIG
+    commands = kbuild.config_commands(options, base, stale, variables)
+    commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
+    lines += [command.shell() for command in commands]
+    return "\n".join(lines) + "\n"
+
+
+def write_records(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> None:
+    """metadata.json and reproducer.sh, rewritten as the build's stages progress."""
+    write_atomic(run.workdir / METADATA, json.dumps(metadata(run, tree, variables), indent=2) + "\n")
+    script = run.workdir / REPRODUCER
+    write_atomic(script, reproducer(run, variables))
+    script.chmod(0o755)
+
+
+def write_build_record(run: Run, tree: TreeGit) -> Path:
+    """RECORDS/<release>.json (in the image with --install-root): which fixes the installed
+    kernel carries, for offline probes."""
+    config = run.outputs(Stage.CONFIG)
+    pick = run.outputs(Stage.PICK)
+    carried = patches(run)
+    record = {
+        "schema": RECORD_SCHEMA,
+        "release": config["release"],
+        "commit": pick["head"],
+        "source": run.options.repo or tree.origin_url() or str(run.tree),
+        "patchsets": [
+            {"name": name, "commits": [p for p in carried if p["patchset"] == name]}
+            for name in run.state.get(Stage.PICK).inputs["patchsets"]
+        ],
+        "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "metadata": str(run.workdir / METADATA),
+    }
+    root = run.options.install_root
+    directory = records_dir() if root is None else root / BUILD_RECORD_DIR
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StageFailed(f"cannot create {directory}: {exc.strerror}") from None
+    path = directory / f"{config['release']}.json"
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    return path
