@@ -27,9 +27,9 @@ from kcheck.builder.options import (
     parse_setting,
     parse_size,
 )
+from kcheck.builder.picks import abort
 from kcheck.builder.progress import BuildLog, Progress
 from kcheck.builder.source import distro_kernel_repo, read_os_release
-from kcheck.builder.stages import abort
 from kcheck.builder.state import (
     MARKER_ENV,
     BuildState,

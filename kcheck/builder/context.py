@@ -31,6 +31,57 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Picked:
+    """What the pick stage left: where the tree started, the branch and tag kcheck made, and
+    the commits picked (or found present)."""
+
+    original_branch: str | None
+    original_commit: str
+    branch: str | None
+    picked: tuple[dict[str, Any], ...]
+    present: tuple[dict[str, Any], ...]
+    head: str | None
+    tag: str | None
+
+    @classmethod
+    def from_outputs(cls, outputs: dict[str, Any]) -> Picked:
+        return cls(
+            original_branch=outputs.get("original_branch"),
+            original_commit=outputs["original_commit"],
+            branch=outputs.get("branch"),
+            picked=tuple(outputs.get("picked", ())),
+            present=tuple(outputs.get("present", ())),
+            head=outputs.get("head"),
+            tag=outputs.get("tag"),
+        )
+
+
+@dataclass(frozen=True)
+class Configured:
+    """What the config stage made: the final config's hash, the release it names, the stale
+    keys it cleared and the --set options olddefconfig did not keep."""
+
+    config_sha256: str
+    release: str
+    cleared: tuple[str, ...]
+    lost: tuple[str, ...]
+
+    @classmethod
+    def from_outputs(cls, outputs: dict[str, Any]) -> Configured:
+        return cls(
+            outputs["config_sha256"], outputs["release"], tuple(outputs["cleared"]), tuple(outputs["lost"])
+        )
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The verify stage's verdict on the booted kernel, and why."""
+
+    verdict: str
+    detail: str
+
+
 @dataclass
 class Run:
     """One invocation: its options, catalog, state, log and terminal."""
@@ -64,10 +115,24 @@ class Run:
         record = self.state.get(stage)
         return record.outputs if record else {}
 
+    @property
+    def picked(self) -> Picked:
+        return Picked.from_outputs(self.outputs(Stage.PICK))
+
+    @property
+    def configured(self) -> Configured:
+        return Configured.from_outputs(self.outputs(Stage.CONFIG))
+
+    @property
+    def verified(self) -> Verified | None:
+        """None when --verify did not run (or not yet)."""
+        outputs = self.outputs(Stage.VERIFY)
+        return Verified(outputs["verdict"], outputs["detail"]) if "verdict" in outputs else None
+
 
 def make_variables(run: Run, tree: TreeGit) -> tuple[str, ...]:
     """The timestamp is the original commit's date: fixed across reruns, and known to --dry-run."""
-    return kbuild.make_variables(run.options, tree.commit_date(run.outputs(Stage.PICK)["original_commit"]))
+    return kbuild.make_variables(run.options, tree.commit_date(run.picked.original_commit))
 
 
 def built_image(run: Run) -> Path | None:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from kcheck.probe.image import BUILD_RECORD_DIR
 
 
 def patches(run: Run) -> list[dict[str, Any]]:
-    outputs = run.outputs(Stage.PICK)
+    pick = run.picked
     return [
         {
             "patchset": p["patchset"],
@@ -32,7 +33,7 @@ def patches(run: Run) -> list[dict[str, Any]]:
             "status": p["status"],
             "commit": p["commit"],
         }
-        for p in outputs.get("present", [])
+        for p in pick.present
     ] + [
         {
             "patchset": p["patchset"],
@@ -41,7 +42,7 @@ def patches(run: Run) -> list[dict[str, Any]]:
             "status": p["how"],
             "commit": p["commit"],
         }
-        for p in outputs.get("picked", [])
+        for p in pick.picked
     ]
 
 
@@ -59,35 +60,35 @@ def tool_versions(run: Run) -> dict[str, str | None]:
 
 def metadata(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> dict[str, Any]:
     options = run.options
-    pick = run.outputs(Stage.PICK)
-    config = run.outputs(Stage.CONFIG)
+    pick = run.picked
+    config = run.configured
     command = kbuild.build_command(options, variables)
     return {
         "schema": METADATA_SCHEMA,
         "source": {
             "tree": str(run.tree),
             "url": options.repo or tree.origin_url(),
-            "branch": pick["original_branch"],
-            "commit": pick["original_commit"],
+            "branch": pick.original_branch,
+            "commit": pick.original_commit,
             "partial_clone": run.outputs(Stage.CLONE).get("partial"),
         },
         "upstream": run.upstream,
         "patchsets": list(run.state.get(Stage.PICK).inputs["patchsets"]),
         "patches": patches(run),
-        "branch": pick["branch"],
-        "tag": pick["tag"],
-        "commit": pick["head"],
+        "branch": pick.branch,
+        "tag": pick.tag,
+        "commit": pick.head,
         "config": {
             "source": str(run.config_path),
             "base": str(run.workdir / kbuild.BASE_CONFIG),
-            "sha256": config["config_sha256"],
+            "sha256": config.config_sha256,
             "localversion": options.localversion,
             "settings": options.to_json()["settings"],
-            "cleared": config["cleared"],
-            "not_kept": config["lost"],
+            "cleared": list(config.cleared),
+            "not_kept": list(config.lost),
             "localmodconfig": options.localmodconfig,
         },
-        "release": config["release"],
+        "release": config.release,
         "build": {
             "command": command.shell(),
             "targets": list(options.targets),
@@ -99,7 +100,7 @@ def metadata(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> dict[str, A
             stage.value: {"status": record.status.value, "duration": record.duration}
             for stage, record in run.state.stages.items()
         },
-        "verify": run.outputs(Stage.VERIFY) or None,
+        "verify": asdict(verified) if (verified := run.verified) else None,
         "tools": run.tools,
         "log": str(run.log.path),
         "reproducer": str(run.workdir / REPRODUCER),
@@ -109,19 +110,19 @@ def metadata(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> dict[str, A
 def reproducer(run: Run, variables: tuple[str, ...]) -> str:
     """Plain sh that redoes the build in a fresh clone: same commit, same picks, config and make."""
     options = run.options
-    pick = run.outputs(Stage.PICK)
-    config = run.outputs(Stage.CONFIG)
+    pick = run.picked
+    config = run.configured
     lines = [
         "#!/bin/sh",
-        f"# Redo the build of {config['release']} by kcheck build-kernel {__version__}.",
+        f"# Redo the build of {config.release} by kcheck build-kernel {__version__}.",
         "# Run it in an empty directory: it clones the source again, applies the same commits,",
         "# and builds with the same config and make variables.",
         "set -eu",
         shell_line(["git", "clone", options.repo or str(run.tree), "linux"]),
         "cd linux",
-        shell_line(["git", "checkout", "--quiet", "--detach", pick["original_commit"]]),
+        shell_line(["git", "checkout", "--quiet", "--detach", pick.original_commit]),
     ]
-    picked = [p for p in pick["picked"] if p["commit"]]
+    picked = [p for p in pick.picked if p["commit"]]
     if picked:
         lines += [
             shell_line(["git", "remote", "add", gitops.REMOTE, run.upstream]),
@@ -131,8 +132,8 @@ def reproducer(run: Run, variables: tuple[str, ...]) -> str:
             if item["how"] == "resolved":
                 lines.append(f"# {item['sha'][:12]} conflicted in the original run and was resolved by hand")
             lines.append(shell_line(["git", "cherry-pick", "-x", item["sha"]]))
-    lines.append(shell_line(gitops.tag_argv(pick["tag"], "kcheck build-kernel reproducer")))
-    stale = [kbuild.ConfigSetting(name.removeprefix("CONFIG_"), '""') for name in config["cleared"]]
+    lines.append(shell_line(gitops.tag_argv(pick.tag, "kcheck build-kernel reproducer")))
+    stale = [kbuild.ConfigSetting(name.removeprefix("CONFIG_"), '""') for name in config.cleared]
     base = run.workdir / kbuild.BASE_CONFIG
     commands = kbuild.config_commands(options, base, stale, variables)
     commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
@@ -151,13 +152,12 @@ def write_records(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> None:
 def write_build_record(run: Run, tree: TreeGit) -> Path:
     """RECORDS/<release>.json (in the image with --install-root): which fixes the installed
     kernel carries, for offline probes."""
-    config = run.outputs(Stage.CONFIG)
-    pick = run.outputs(Stage.PICK)
+    release = run.configured.release
     carried = patches(run)
     record = {
         "schema": RECORD_SCHEMA,
-        "release": config["release"],
-        "commit": pick["head"],
+        "release": release,
+        "commit": run.picked.head,
         "source": run.options.repo or tree.origin_url() or str(run.tree),
         "patchsets": [
             {"name": name, "commits": [p for p in carried if p["patchset"] == name]}
@@ -172,6 +172,6 @@ def write_build_record(run: Run, tree: TreeGit) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StageFailed(f"cannot create {directory}: {exc.strerror}") from None
-    path = directory / f"{config['release']}.json"
+    path = directory / f"{release}.json"
     write_atomic(path, json.dumps(record, indent=2) + "\n")
     return path

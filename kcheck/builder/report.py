@@ -34,8 +34,8 @@ def print_conflict(run: Run, item: dict[str, Any], conflicts: tuple[str, ...]) -
     )
     for name in conflicts:
         run.say(f"  {name}")
-    outputs = run.outputs(Stage.PICK)
-    back = outputs["original_branch"] or outputs["original_commit"][:12]
+    pick = run.picked
+    back = pick.original_branch or pick.original_commit[:12]
     workdir = ["--workdir", str(run.workdir)]
     run.say("Next steps:")
     run.say(
@@ -46,14 +46,14 @@ def print_conflict(run: Run, item: dict[str, Any], conflicts: tuple[str, ...]) -
 
 
 def print_next_steps(run: Run) -> None:
-    release = run.outputs(Stage.CONFIG)["release"]
-    pick = run.outputs(Stage.PICK)
-    run.say(f"Built {release} from {run.tree} ({pick['branch'] or pick['head'][:12]}).")
+    release = run.configured.release
+    pick = run.picked
+    run.say(f"Built {release} from {run.tree} ({pick.branch or (pick.head or '')[:12]}).")
     run.say(
         f"  metadata: {run.workdir / METADATA}; reproducer: {run.workdir / REPRODUCER}; log: {run.log.path}"
     )
-    if verified := run.outputs(Stage.VERIFY):
-        run.say(f"  verified in a VM: {verified['verdict']}; report: {run.workdir / VERIFY_REPORT}")
+    if verified := run.verified:
+        run.say(f"  verified in a VM: {verified.verdict}; report: {run.workdir / VERIFY_REPORT}")
     run.say("Next steps:")
     if (root := run.options.install_root) is not None:
         run.say(f"  gate the image offline: kcheck probe --root {root} --release {release}")
@@ -75,7 +75,7 @@ def reboot_argv() -> list[str]:
 
 def reboot(run: Run) -> None:
     """Only after a yes on the terminal, or --yes."""
-    release = run.outputs(Stage.CONFIG)["release"]
+    release = run.configured.release
     if not run.options.yes:
         if not sys.stdin.isatty():
             run.say("Not rebooting: no terminal to confirm on. Pass --yes, or reboot when you are ready.")

@@ -1,394 +1,364 @@
-"""The stages of `kcheck build-kernel`: clone, fetch and pick, config, build, verify, install.
+"""The declared stages of `kcheck build-kernel` after the pick: clone before it; config, build,
+verify and install after it.
 
-Each stage is skipped when the state file says a previous run finished it with the same
-inputs (and the tree still shows its result); otherwise it runs and is recorded.
+A stage declares its inputs, whether a previous run's result still stands, what it shows, its
+work and the outputs it records. `run_stage` is the one loop body: it skips a stage a previous
+run finished with the same inputs, shows progress, records start, outputs and duration in the
+state file, and on failure records it and shows the log's last lines. Fetch and pick, with
+their resume and conflict handling, are in picks.py.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
-import git
-
-from kcheck.builder import gitops, kbuild, plan
+from kcheck.builder import gitops, kbuild
 from kcheck.builder.context import VERIFY_REPORT, Run, built_image, make_variables, sha256
 from kcheck.builder.gitops import TreeGit
-from kcheck.builder.progress import shell_line
+from kcheck.builder.options import BuildOptions
 from kcheck.builder.records import write_build_record, write_records
-from kcheck.builder.report import failing, print_conflict
-from kcheck.builder.state import Stage, StageStatus
+from kcheck.builder.report import failing
+from kcheck.builder.state import Stage, StageRecord
 from kcheck.core.output import write_atomic
 from kcheck.errors import KcheckError, StageFailed
-from kcheck.patchsets.audit import AuditStatus, Finding, git_reason
-from kcheck.patchsets.catalog import Patchset
 
 
-def clone_stage(run: Run) -> None:
-    options = run.options
-    assert options.repo is not None
-    inputs = {"repo": options.repo, "branch": options.branch, "reference": str(options.reference or "")}
-    inputs["filter"] = options.blob_filter
-    done = run.state.done_with(Stage.CLONE, inputs)
-    if done and (run.tree / ".git").is_dir():
-        run.say(f"[clone] done in a previous run: {run.tree}")
+class StageStep:
+    """One stage, declared; `run_stage` runs it. `tree` is None only before the clone."""
+
+    stage: ClassVar[Stage]
+
+    def __init__(self, run: Run, tree: TreeGit | None) -> None:
+        self.run = run
+        self.tree = tree
+
+    @classmethod
+    def wanted(cls, options: BuildOptions) -> bool:
+        return True
+
+    def before(self) -> None:
+        """Work that happens whether or not the stage is skipped."""
+
+    def inputs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def still_done(self, record: StageRecord) -> bool:
+        """A previous run's result with the same inputs stands unless the tree lost it."""
+        return True
+
+    def previous(self, record: StageRecord) -> str:
+        """What a previous run's result was, for the line that says the stage is skipped."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Refusals that come before the stage starts (StageFailed, not recorded as a failure)."""
+
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def work(self) -> dict[str, Any]:
+        """Run the stage's commands; return the outputs to record."""
+        raise NotImplementedError
+
+    def failed(self) -> None:
+        """After a failure was recorded and shown."""
+
+    def announce(self, outputs: dict[str, Any]) -> None:
+        """After the stage finished."""
+
+
+def run_stage(step: StageStep) -> None:
+    run, stage = step.run, step.stage
+    step.before()
+    inputs = step.inputs()
+    done = run.state.done_with(stage, inputs)
+    if done and step.still_done(done):
+        run.say(f"[{stage.value}] done in a previous run: {step.previous(done)}")
         return
-    argv = gitops.clone_options(options.branch, options.reference, options.blob_filter)
-    with run.progress.stage("clone", f"git clone {options.repo}"):
-        run.state.start(Stage.CLONE, inputs)
-        shutil.rmtree(run.tree, ignore_errors=True)  # a clone a killed run left half-done
+    step.prepare()
+    with run.progress.stage(stage.value, step.label()):
+        run.state.start(stage, inputs)
         try:
-            repo, partial = gitops.clone(options.repo, run.tree, argv, run.log)
+            outputs = step.work()
         except StageFailed:
-            failing(run, Stage.CLONE)
+            failing(run, stage)
+            step.failed()
             raise
+        run.state.finish(stage, **outputs)
+    step.announce(outputs)
+
+
+class CloneStage(StageStep):
+    """--repo: clone the distro kernel into the work dir."""
+
+    stage = Stage.CLONE
+
+    @classmethod
+    def wanted(cls, options: BuildOptions) -> bool:
+        return options.repo is not None
+
+    def inputs(self) -> dict[str, Any]:
+        options = self.run.options
+        return {
+            "repo": options.repo,
+            "branch": options.branch,
+            "reference": str(options.reference or ""),
+            "filter": options.blob_filter,
+        }
+
+    def still_done(self, record: StageRecord) -> bool:
+        return (self.run.tree / ".git").is_dir()
+
+    def previous(self, record: StageRecord) -> str:
+        return str(self.run.tree)
+
+    def label(self) -> str:
+        return f"git clone {self.run.options.repo}"
+
+    def work(self) -> dict[str, Any]:
+        options, tree = self.run.options, self.run.tree
+        assert options.repo is not None
+        argv = gitops.clone_options(options.branch, options.reference, options.blob_filter)
+        shutil.rmtree(tree, ignore_errors=True)  # a clone a killed run left half-done
+        repo, partial = gitops.clone(options.repo, tree, argv, self.run.log)
         with repo:
-            run.state.finish(Stage.CLONE, commit=repo.head.commit.hexsha, partial=partial)
+            return {"commit": repo.head.commit.hexsha, "partial": partial}
 
 
-def pick_inputs(run: Run, patchsets: list[Patchset]) -> dict[str, Any]:
-    return {"patchsets": {p.name: [c.sha for c in p.commits] for p in patchsets}, "upstream": run.upstream}
+class TreeStage(StageStep):
+    """A stage that works in the picked tree."""
+
+    tree: TreeGit
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return make_variables(self.run, self.tree)
 
 
-def fetch_and_pick(run: Run, tree: TreeGit) -> None:
-    interrupted = run.state.get(Stage.PICK)
-    if interrupted is not None and interrupted.status == StageStatus.RUNNING:
-        if tree.picking():
-            tree.run("cherry-pick", "--abort")  # a killed run's pick in flight; it is redone below
-        if interrupted.outputs.get("branch") != tree.current_branch():
-            interrupted = None  # killed before its branch was checked out: start afresh
-    else:
-        interrupted = None
-    release, head, patchsets = plan.selected(run.tree, run.catalog, run.options.patchsets)
-    inputs = pick_inputs(run, patchsets)
-    done = run.state.done_with(Stage.PICK, inputs)
-    if done and done.outputs.get("head") == head:
-        where = done.outputs["branch"] or head[:12]
-        run.say(f"[fetch, pick] done in a previous run: {len(done.outputs['picked'])} commit(s) on {where}")
-        return
-    names = ", ".join(p.name for p in patchsets) or "none"
-    run.say(f"kernel {release.raw} at {head[:12]}; patchsets: {names}")
-    selection = plan.classify(run.tree, patchsets)
-    fetch_plan = gitops.plan_fetch(tree, [f.commit for f in selection.to_pick])
-    run.state.start(Stage.FETCH, {"upstream": run.upstream, "refspecs": fetch_plan.refspecs})
-    if fetch_plan:
-        with run.progress.stage("fetch", shell_line(fetch_plan.argv())):
-            try:
-                gitops.fetch(tree, run.upstream, fetch_plan)
-            except StageFailed:
-                failing(run, Stage.FETCH)
-                raise
-        run.state.finish(Stage.FETCH)
-        selection = plan.classify(run.tree, patchsets)  # again, with the fetched objects
-    else:
-        run.say("[fetch] nothing to fetch: the tree has every commit it needs to decide and pick")
-        run.state.finish(Stage.FETCH)
-    unknown = [f for f in selection.findings if f.status == AuditStatus.UNKNOWN]
-    if unknown:
-        missing = unknown[0].commit
-        raise StageFailed(
-            f"catalog commit {missing.sha} ({missing.subject!r}) is not in {run.upstream} "
-            f"(looked by SHA, or under tag {missing.tag}); pass the right --upstream or fix the catalog"
-        )
-    if interrupted is not None:  # go on where the killed run was, on its branch
-        outputs = {
-            key: interrupted.outputs[key]
-            for key in ("original_branch", "original_commit", "branch", "picked")
+class ConfigStage(TreeStage):
+    """The base config, trimmed and set, then olddefconfig; records the release it makes."""
+
+    stage = Stage.CONFIG
+
+    def before(self) -> None:
+        self.base_text = kbuild.base_config_text(self.run.config_path)
+        self.stale = kbuild.stale_key_settings(self.base_text, self.run.tree)
+
+    def inputs(self) -> dict[str, Any]:
+        options = self.run.options
+        return {
+            "head": self.tree.head(),
+            "base_sha256": sha256(self.base_text),
+            "localversion": options.localversion,
+            "settings": options.to_json()["settings"],
+            "localmodconfig": options.localmodconfig,
+            "variables": list(self.variables),
         }
-        run.say(f"[pick] resuming on {outputs['branch']}: {len(outputs['picked'])} commit(s) picked before")
-    else:
-        outputs = {
-            "original_branch": tree.current_branch(),
-            "original_commit": head,
-            "branch": None,
-            "picked": [],
-        }
-    done_shas = {item["sha"] for item in outputs["picked"]}
-    already = [f for f in selection.present if f.upstream_sha not in done_shas]
-    run.state.start(Stage.PICK, inputs, {**outputs, "present": present(already)})
-    for finding in already:
-        run.say(f"[pick] skip {finding.commit.sha[:12]} {finding.commit.subject!r}: {finding.status.value}")
-    pending = [
-        {"patchset": f.patchset, "sha": f.upstream_sha, "subject": f.commit.subject}
-        for f in selection.to_pick
-    ]
-    if pending and outputs["branch"] is None:
-        with_picks = list(dict.fromkeys(item["patchset"] for item in pending))
-        branch = gitops.unique_branch(tree, plan.branch_name(with_picks))
-        run.state.update(Stage.PICK, branch=branch)  # first, so --abort knows it even after a kill
-        tree.run("checkout", "-b", branch)
-    pick_commits(run, tree, pending)
 
-
-def present(findings: list[Finding]) -> list[dict[str, Any]]:
-    return [
-        {
-            "patchset": f.patchset,
-            "sha": f.upstream_sha or f.commit.sha,
-            "subject": f.commit.subject,
-            "status": f.status.value,
-            "commit": f.match,
-            "evidence": f.evidence,
-        }
-        for f in findings
-    ]
-
-
-def pick_commits(run: Run, tree: TreeGit, pending: list[dict[str, Any]]) -> None:
-    """Cherry-pick with -x in order; on a conflict stop with the tree mid-cherry-pick."""
-    with run.progress.stage("pick", f"{len(pending)} commit(s) to cherry-pick"):
-        for index, item in enumerate(pending):
-            try:
-                outcome = gitops.cherry_pick(tree, item["sha"])
-            except StageFailed:
-                failing(run, Stage.PICK)
-                raise
-            if outcome.conflicts:
-                run.state.finish(
-                    Stage.PICK,
-                    StageStatus.CONFLICT,
-                    pending=pending[index:],
-                    conflicts=list(outcome.conflicts),
-                    head_before_conflict=tree.head(),  # --continue tells a commit by hand from an abort
-                )
-                print_conflict(run, item, outcome.conflicts)
-                raise StageFailed(
-                    f"cherry-pick of {item['sha'][:12]} stopped on a conflict in "
-                    f"{len(outcome.conflicts)} file(s); resolve, then --continue (or --abort)"
-                )
-            record_pick(run, item, outcome.new_sha, "picked")
-        tag_build(run, tree)
-
-
-def record_pick(run: Run, item: dict[str, Any], new_sha: str | None, how: str) -> None:
-    how = how if new_sha else "empty"  # the tree had the change already: nothing to commit
-    run.outputs(Stage.PICK)["picked"].append({**item, "commit": new_sha, "how": how})
-    run.state.save()
-    shown = new_sha[:12] if new_sha else "nothing (already in the tree)"
-    run.say(f"[pick] {item['sha'][:12]} {item['subject']!r} -> {shown}")
-
-
-def tag_build(run: Run, tree: TreeGit) -> None:
-    names = list(run.state.get(Stage.PICK).inputs["patchsets"])
-    name, message = plan.build_tag(run.outputs(Stage.PICK)["branch"], tree.head(), names)
-    tree.run(*gitops.tag_argv(name, message)[1:])
-    run.state.finish(Stage.PICK, head=tree.head(), tag=name)
-
-
-def continue_stage(run: Run, tree: TreeGit) -> None:
-    pick = run.state.get(Stage.PICK)
-    if pick is None or pick.status != StageStatus.CONFLICT:
-        raise KcheckError(
-            f"--continue: no cherry-pick stopped on a conflict in {run.workdir}; run without --continue"
-        )
-    pending = pick.outputs["pending"]
-    new_sha = gitops.continue_pick(tree, pending[0]["sha"], pick.outputs.get("head_before_conflict"))
-    pick.status = StageStatus.RUNNING
-    record_pick(run, pending[0], new_sha, "resolved")
-    pick_commits(run, tree, pending[1:])
-
-
-def abort(run: Run) -> None:
-    """--abort: the tree back on the branch and commit it started from; kcheck's branch and tag gone."""
-    pick = run.state.get(Stage.PICK)
-    if pick is None:
-        raise KcheckError(f"--abort: {run.workdir} records no cherry-picks to undo; nothing to abort")
-    outputs = pick.outputs
-    try:
-        repo = git.Repo(run.tree)
-    except (git.NoSuchPathError, git.InvalidGitRepositoryError):
-        raise KcheckError(
-            f"--abort: {run.tree} is no longer a git repository; put the tree back to undo the pick, "
-            f"or delete {run.state.path} to forget the stopped run"
-        ) from None
-    tree = TreeGit(repo, run.log)
-    with tree.repo, git_failures(run):
-        gitops.abort(tree, outputs["original_branch"], outputs["original_commit"], outputs["branch"])
-        tag = outputs.get("tag")
-        if tag and tag in [t.name for t in tree.repo.tags]:
-            tree.run("tag", "--delete", tag)
-    run.state.drop(Stage.PICK, Stage.CONFIG, Stage.BUILD, Stage.VERIFY, Stage.INSTALL)
-    where = outputs["original_branch"] or "a detached HEAD"
-    dropped = f"; deleted branch {outputs['branch']}" if outputs["branch"] else ""
-    run.say(f"{run.tree} is back on {where} at {outputs['original_commit'][:12]}{dropped}")
-    run.say("The fetched upstream commits stay in the repository; a new run starts from the pick again.")
-
-
-def config_stage(run: Run, tree: TreeGit) -> None:
-    options = run.options
-    base_text = kbuild.base_config_text(run.config_path)
-    stale = kbuild.stale_key_settings(base_text, run.tree)
-    variables = make_variables(run, tree)
-    inputs = {
-        "head": tree.head(),
-        "base_sha256": sha256(base_text),
-        "localversion": options.localversion,
-        "settings": options.to_json()["settings"],
-        "localmodconfig": options.localmodconfig,
-        "variables": list(variables),
-    }
-    done = run.state.done_with(Stage.CONFIG, inputs)
-    if done and current_config_sha(run) == done.outputs["config_sha256"]:
-        run.say(f"[config] done in a previous run: {done.outputs['release']}")
-        return
-    base = run.workdir / kbuild.BASE_CONFIG
-    with run.progress.stage("config", f"{run.config_path} + olddefconfig"):
-        run.state.start(Stage.CONFIG, inputs)
-        write_atomic(base, base_text)
+    def still_done(self, record: StageRecord) -> bool:
         try:
-            for command in kbuild.config_commands(options, base, stale, variables):
-                kbuild.run_command(command, run.tree, run.log)
-            release = kbuild.run_command(kbuild.release_command(variables), run.tree, run.log, capture=True)
-        except StageFailed:
-            failing(run, Stage.CONFIG)
-            raise
+            current = sha256((self.run.tree / ".config").read_text(errors="replace"))
+        except OSError:
+            return False
+        return current == record.outputs["config_sha256"]
+
+    def previous(self, record: StageRecord) -> str:
+        return record.outputs["release"]
+
+    def label(self) -> str:
+        return f"{self.run.config_path} + olddefconfig"
+
+    def work(self) -> dict[str, Any]:
+        run, variables = self.run, self.variables
+        base = run.workdir / kbuild.BASE_CONFIG
+        write_atomic(base, self.base_text)
+        for command in kbuild.config_commands(run.options, base, self.stale, variables):
+            kbuild.run_command(command, run.tree, run.log)
+        release = kbuild.run_command(kbuild.release_command(variables), run.tree, run.log, capture=True)
         config_text = (run.tree / ".config").read_text(errors="replace")
-        lost = kbuild.lost_settings(options.settings, config_text)
+        lost = kbuild.lost_settings(run.options.settings, config_text)
         for setting in lost:
             run.say(
                 f"[config] warning: olddefconfig did not keep {setting.config_line()} (unmet dependencies)"
             )
-        run.state.finish(
-            Stage.CONFIG,
-            config_sha256=sha256(config_text),
-            release=release.strip(),
-            cleared=[f"CONFIG_{s.name}" for s in stale],
-            lost=[s.config_line() for s in lost],
+        return {
+            "config_sha256": sha256(config_text),
+            "release": release.strip(),
+            "cleared": [f"CONFIG_{s.name}" for s in self.stale],
+            "lost": [s.config_line() for s in lost],
+        }
+
+    def announce(self, outputs: dict[str, Any]) -> None:
+        self.run.say(f"[config] release {outputs['release']}")
+
+
+class BuildStage(TreeStage):
+    """make -jN of the targets; metadata.json and reproducer.sh are written before and after."""
+
+    stage = Stage.BUILD
+
+    def before(self) -> None:
+        write_records(self.run, self.tree, self.variables)
+
+    def inputs(self) -> dict[str, Any]:
+        options = self.run.options
+        return {
+            "head": self.tree.head(),
+            "config_sha256": self.run.configured.config_sha256,
+            "targets": list(options.targets),
+            "cc": options.cc,
+        }
+
+    def previous(self, record: StageRecord) -> str:
+        return " ".join(self.run.options.targets)
+
+    def label(self) -> str:
+        return f"{kbuild.build_command(self.run.options, self.variables).shell()}  (log: {self.run.log.path})"
+
+    def work(self) -> dict[str, Any]:
+        write_records(self.run, self.tree, self.variables)
+        kbuild.run_command(
+            kbuild.build_command(self.run.options, self.variables), self.run.tree, self.run.log
         )
-    run.say(f"[config] release {release.strip()}")
+        return {}
+
+    def failed(self) -> None:
+        write_records(self.run, self.tree, self.variables)
+
+    def announce(self, outputs: dict[str, Any]) -> None:
+        write_records(self.run, self.tree, self.variables)
 
 
-def current_config_sha(run: Run) -> str | None:
-    try:
-        return sha256((run.tree / ".config").read_text(errors="replace"))
-    except OSError:
-        return None
-
-
-def build_stage(run: Run, tree: TreeGit) -> None:
-    options = run.options
-    config = run.outputs(Stage.CONFIG)
-    variables = make_variables(run, tree)
-    inputs = {"head": tree.head(), "config_sha256": config["config_sha256"], "targets": list(options.targets)}
-    inputs["cc"] = options.cc
-    write_records(run, tree, variables)
-    if run.state.done_with(Stage.BUILD, inputs):
-        run.say(f"[build] done in a previous run: {' '.join(options.targets)}")
-        return
-    command = kbuild.build_command(options, variables)
-    with run.progress.stage("build", f"{command.shell()}  (log: {run.log.path})"):
-        run.state.start(Stage.BUILD, inputs)
-        write_records(run, tree, variables)
-        try:
-            kbuild.run_command(command, run.tree, run.log)
-        except StageFailed:
-            failing(run, Stage.BUILD)
-            write_records(run, tree, variables)
-            raise
-        run.state.finish(Stage.BUILD)
-    write_records(run, tree, variables)
-
-
-def verify_stage(run: Run, tree: TreeGit) -> None:
+class VerifyStage(TreeStage):
     """Boot the new kernel under QEMU and probe it live inside, before it is installed."""
-    from kcheck.core.render import render_json
-    from kcheck.probe.vm import BootPlan, probe_in_vm
 
-    image = built_image(run)
-    config = run.outputs(Stage.CONFIG)
-    inputs = {"head": tree.head(), "config_sha256": config["config_sha256"], "image": str(image)}
-    if done := run.state.done_with(Stage.VERIFY, inputs):
-        run.say(f"[verify] done in a previous run: {done.outputs['verdict']}")
-        return
-    with run.progress.stage("verify", f"kcheck probe --boot {image}"):
-        run.state.start(Stage.VERIFY, inputs)
+    stage = Stage.VERIFY
+
+    @classmethod
+    def wanted(cls, options: BuildOptions) -> bool:
+        return options.verify
+
+    def before(self) -> None:
+        self.image = built_image(self.run)
+
+    def inputs(self) -> dict[str, Any]:
+        config_sha256 = self.run.configured.config_sha256
+        return {"head": self.tree.head(), "config_sha256": config_sha256, "image": str(self.image)}
+
+    def previous(self, record: StageRecord) -> str:
+        return record.outputs["verdict"]
+
+    def label(self) -> str:
+        return f"kcheck probe --boot {self.image}"
+
+    def work(self) -> dict[str, Any]:
+        run = self.run
         (run.workdir / VERIFY_REPORT).unlink(missing_ok=True)  # never show an older kernel's report
-        if image is None:
+        if self.image is None:
             verdict, detail = "undecided", f"no kernel image among --targets {' '.join(run.options.targets)}"
         else:
-            plan = BootPlan(image, run.tree / ".config", run.options.verify_timeout, (), ())
-            try:
-                report = probe_in_vm(plan)
-            except KcheckError as exc:  # cannot boot it, or it never reached the probe
-                verdict, detail = "undecided", str(exc)
-            else:
-                write_atomic(run.workdir / VERIFY_REPORT, render_json(report))
-                failing_ids = [c.id for c in report.checks if c.required and c.status != "pass"]
-                verdict = str(report.verdict)
-                detail = f"kernel {report.kernel.get('release')} booted; " + (
-                    f"not passing: {', '.join(failing_ids)}" if failing_ids else "every required check passes"
-                )
+            verdict, detail = self.boot(self.image)
         run.log.command(f"# verify: {verdict}: {detail}")
-        run.state.finish(Stage.VERIFY, verdict=verdict, detail=detail.splitlines()[0])
-    write_records(run, tree, make_variables(run, tree))
-    run.say(f"[verify] {verdict}: {detail}")
+        self.detail = detail
+        return {"verdict": verdict, "detail": detail.splitlines()[0]}
+
+    def boot(self, image: Path) -> tuple[str, str]:
+        from kcheck.core.render import render_json
+        from kcheck.probe.vm import BootPlan, probe_in_vm
+
+        run = self.run
+        try:
+            report = probe_in_vm(BootPlan(image, run.tree / ".config", run.options.verify_timeout, (), ()))
+        except KcheckError as exc:  # cannot boot it, or it never reached the probe
+            return "undecided", str(exc)
+        write_atomic(run.workdir / VERIFY_REPORT, render_json(report))
+        failing_ids = [c.id for c in report.checks if c.required and c.status != "pass"]
+        return str(report.verdict), f"kernel {report.kernel.get('release')} booted; " + (
+            f"not passing: {', '.join(failing_ids)}" if failing_ids else "every required check passes"
+        )
+
+    def announce(self, outputs: dict[str, Any]) -> None:
+        write_records(self.run, self.tree, self.variables)
+        self.run.say(f"[verify] {outputs['verdict']}: {self.detail}")
+
+
+class InstallStage(TreeStage):
+    """--install (make modules_install install, on this host) or --install-root (into an image),
+    then the build record; after --verify, only a kernel whose report is ready."""
+
+    stage = Stage.INSTALL
+
+    @classmethod
+    def wanted(cls, options: BuildOptions) -> bool:
+        return options.installs
+
+    def before(self) -> None:
+        refuse_unverified(self.run)
+
+    def inputs(self) -> dict[str, Any]:
+        configured = self.run.configured
+        inputs = {
+            "head": self.tree.head(),
+            "config_sha256": configured.config_sha256,
+            "release": configured.release,
+        }
+        if self.run.options.install_root is not None:
+            inputs["install_root"] = str(self.run.options.install_root)
+        return inputs
+
+    def previous(self, record: StageRecord) -> str:
+        return self.run.configured.release
+
+    def prepare(self) -> None:
+        run, variables = self.run, self.variables
+        root = run.options.install_root
+        modules = kbuild.installs_modules(run.options, (run.tree / ".config").read_text(errors="replace"))
+        if root is None:
+            self.what, self.commands = (
+                "make modules_install install",
+                kbuild.install_commands(variables, modules),
+            )
+            return
+        image = built_image(run)
+        if image is None:
+            raise StageFailed(f"no kernel image among --targets {' '.join(run.options.targets)} to install")
+        self.what = f"into {root}"
+        self.commands = kbuild.install_root_commands(
+            variables, modules, root, str(image.relative_to(run.tree)), run.configured.release
+        )
+
+    def label(self) -> str:
+        return f"{self.what} ({self.run.configured.release})"
+
+    def work(self) -> dict[str, Any]:
+        for command in self.commands:
+            kbuild.run_command(command, self.run.tree, self.run.log)
+        return {"record": str(write_build_record(self.run, self.tree))}
+
+    def announce(self, outputs: dict[str, Any]) -> None:
+        write_records(self.run, self.tree, self.variables)
+        self.run.say(f"[install] recorded {outputs['record']}")
 
 
 def refuse_unverified(run: Run) -> None:
     """--install after --verify installs only a kernel whose report is ready, unless --force."""
-    verified = run.outputs(Stage.VERIFY)
-    if not run.options.verify or verified.get("verdict") == "ready":
+    verified = run.verified
+    if not run.options.verify or (verified is not None and verified.verdict == "ready"):
         return
+    verdict, detail = (verified.verdict, verified.detail) if verified else (None, None)
     if run.options.force:
-        run.say(f"[install] WARNING: --force: installing a kernel verified {verified.get('verdict')}")
+        run.say(f"[install] WARNING: --force: installing a kernel verified {verdict}")
         return
     print(
-        f"kcheck: [install] refused: the verified kernel is {verified.get('verdict')} "
-        f"({verified.get('detail')}); fix it, or pass --force to install it anyway",
+        f"kcheck: [install] refused: the verified kernel is {verdict} "
+        f"({detail}); fix it, or pass --force to install it anyway",
         file=sys.stderr,
     )
     raise StageFailed("install refused: the verified kernel is not ready")
 
 
-def install_stage(run: Run, tree: TreeGit) -> None:
-    refuse_unverified(run)
-    config = run.outputs(Stage.CONFIG)
-    root = run.options.install_root
-    inputs = {"head": tree.head(), "config_sha256": config["config_sha256"], "release": config["release"]}
-    if root is not None:
-        inputs["install_root"] = str(root)
-    if run.state.done_with(Stage.INSTALL, inputs):
-        run.say(f"[install] done in a previous run: {config['release']}")
-        return
-    variables = make_variables(run, tree)
-    modules = kbuild.installs_modules(run.options, (run.tree / ".config").read_text(errors="replace"))
-    if root is None:
-        what, commands = "make modules_install install", kbuild.install_commands(variables, modules)
-    else:
-        image = built_image(run)
-        if image is None:
-            raise StageFailed(f"no kernel image among --targets {' '.join(run.options.targets)} to install")
-        what = f"into {root}"
-        commands = kbuild.install_root_commands(
-            variables, modules, root, str(image.relative_to(run.tree)), config["release"]
-        )
-    with run.progress.stage("install", f"{what} ({config['release']})"):
-        run.state.start(Stage.INSTALL, inputs)
-        try:
-            for command in commands:
-                kbuild.run_command(command, run.tree, run.log)
-        except StageFailed:
-            failing(run, Stage.INSTALL)
-            raise
-        record = write_build_record(run, tree)
-        run.state.finish(Stage.INSTALL, record=str(record))
-    write_records(run, tree, variables)
-    run.say(f"[install] recorded {record}")
-
-
-@contextmanager
-def git_failures(run: Run) -> Iterator[None]:
-    """A git command in the tree that failed: StageFailed with git's reason, never a traceback.
-
-    The stage that was running is recorded failed; a stopped pick (conflict) stays as it was,
-    so the same --continue or --abort can be rerun once the cause is fixed.
-    """
-    try:
-        yield
-    except git.GitCommandError as exc:
-        command = shell_line(exc.command) if isinstance(exc.command, list) else str(exc.command)
-        failing(run, run.state.running_stage() or Stage.PICK)
-        raise StageFailed(f"{command} failed: {git_reason(exc.stderr)}") from None
+# After the pick, in order.
+TREE_STAGES: tuple[type[TreeStage], ...] = (ConfigStage, BuildStage, VerifyStage, InstallStage)
