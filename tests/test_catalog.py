@@ -11,9 +11,10 @@ import pytest
 from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 from gitrepos import catalog_commit, patchset, patchset_toml, write_catalog
 
+from kcheck.builder.plan import manual_recipe
 from kcheck.core.release import KernelVersion
 from kcheck.core.result import ExitCode
-from kcheck.patchsets.catalog import CatalogError, load_catalog, manual_recipe
+from kcheck.patchsets.catalog import CatalogError, load_catalog
 from kcheck.probe.checks import CHECK_IDS
 
 TORVALDS = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
@@ -84,16 +85,22 @@ def test_list_text_and_json():
 def test_show_includes_the_git_commands_of_the_manual_recipe():
     result = run_kcheck("patchsets", "show", "overlayfs-mnt-id")
     assert result.returncode == 0
-    recipe = result.stdout.split("manual recipe")[1].splitlines()[1:]
-    assert [shlex.split(line) for line in recipe] == [
-        ["git", "remote", "add", "upstream", TORVALDS],
-        ["git", "remote", "update"],
-        *(["git", "cherry-pick", "-x", sha] for sha, _ in OVERLAY),
+    recipe = [shlex.split(line) for line in result.stdout.split("manual recipe")[1].splitlines()[1:]]
+    # build-kernel's own plan for a tree that has none of the commits: never a full remote update
+    full = [sha for sha, _ in OVERLAY if len(sha) == 40]
+    assert recipe[:2] == [
+        ["git", "remote", "add", "kcheck-upstream", TORVALDS],
+        ["git", "fetch", "--no-tags", "kcheck-upstream"]
+        + [f"{sha}:refs/kcheck/upstream/{sha}" for sha in full]
+        + ["refs/tags/v4.2-rc2:refs/tags/v4.2-rc2"],  # the abbreviated SHAs are found under their tag
     ]
+    assert recipe[2][:3] == ["git", "checkout", "-b"] and recipe[2][3].endswith("-overlayfs-mnt-id")
+    assert recipe[3:-1] == [["git", "cherry-pick", "-x", sha] for sha, _ in OVERLAY]
+    assert recipe[-1][:3] == ["git", "tag", "--annotate"]
     for sha, subject in OVERLAY:
         assert sha in result.stdout and subject in result.stdout
     data = json.loads(run_kcheck("patchsets", "show", "aio-ring-remap", "--format", "json").stdout)
-    assert data["patchset"]["recipe"][-1] == ["git", "cherry-pick", "-x", AIO[-1][0]]
+    assert data["patchset"]["recipe"][-2] == ["git", "cherry-pick", "-x", AIO[-1][0]]
     assert data["patchset"]["recipe"] == manual_recipe(load_catalog(None, CHECK_IDS)["aio-ring-remap"])
 
 

@@ -41,8 +41,7 @@ def dry_run_plan(
             variables = kbuild.make_variables(options, TreeGit(repo, None).commit_date("HEAD"))
         stale = kbuild.stale_key_settings(kbuild.base_config_text(config_path), tree)
     lines.append(f"# {base}: the options of {config_path}")
-    commands = kbuild.config_commands(options, base, stale, variables)
-    commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
+    commands = kbuild.config_and_build_commands(options, base, stale, variables)
     if options.installs:
         modules = kbuild.installs_modules(options, kbuild.base_config_text(config_path))
     if options.install:
@@ -86,27 +85,21 @@ def dry_run_picks(
     lines.append(f"# patchsets: {', '.join(p.name for p in patchsets) or 'none needed for this version'}")
     local = plan.classify(tree, patchsets)
     with git.Repo(tree) as repo:
-        fetch_plan = gitops.plan_fetch(TreeGit(repo, None), [f.commit for f in local.to_pick])
-        remote = gitops.remote_argv(TreeGit(repo, None), upstream) if fetch_plan else None
+        fetch = gitops.plan_fetch([f.commit for f in local.to_pick], TreeGit(repo, None).has_commit)
+        remote = gitops.remote_argv(TreeGit(repo, None), upstream) if fetch else None
     # A local upstream clone is read now, so the picks are exact; a URL is only read by the run.
     tags = {c.tag for p in patchsets for c in p.commits}
     with open_upstream(upstream, tags) if Path(upstream).is_dir() else nullcontext() as upstream_repo:
         selection = plan.classify(tree, patchsets, upstream_repo) if upstream_repo else local
+    recipe = plan.pick_plan(
+        fetch, remote, plan.picks_of(selection.to_pick), head, [p.name for p in patchsets]
+    )
     for finding in selection.present:
         lines.append(f"# skip {finding.commit.sha[:12]} {finding.commit.subject!r}: {finding.status.value}")
     lines.append(shell_line(["cd", str(tree)]))
-    if remote:
-        lines.append(shell_line(remote))
-    if fetch_plan:
-        lines.append(shell_line(fetch_plan.argv()))
-    with_picks = list(dict.fromkeys(f.patchset for f in selection.to_pick))
-    branch = plan.branch_name(with_picks) if with_picks else None
-    if branch:
-        lines.append(shell_line(["git", "checkout", "-b", branch]))
-    for finding in selection.to_pick:
-        sha = finding.upstream_sha or finding.commit.sha
-        note = "" if finding.upstream_sha else "   # unless the fetched commit shows the tree has it"
-        lines.append(shell_line(["git", "cherry-pick", "-x", sha]) + note)
-    tag, message = plan.build_tag(branch, head, [p.name for p in patchsets])
-    lines.append(shell_line(gitops.tag_argv(tag, message)))
+    lines += [shell_line(argv) for argv in recipe.setup_commands()]
+    for pick in recipe.picks:
+        note = "" if pick.resolved else "   # unless the fetched commit shows the tree has it"
+        lines.append(shell_line(pick.argv()) + note)
+    lines.append(shell_line(recipe.tag_command()))
     return lines

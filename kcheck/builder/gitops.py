@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,11 +158,11 @@ class FetchPlan:
         return bool(self.shas or self.tags)
 
 
-def plan_fetch(tree: TreeGit, commits: list[Commit]) -> FetchPlan:
+def plan_fetch(commits: list[Commit], has_commit: Callable[[str], bool]) -> FetchPlan:
     """Only what the commits need: nothing for those the tree has, a tag where a SHA is abbreviated."""
     shas, tags = [], []
     for commit in commits:
-        if tree.has_commit(commit.sha):
+        if has_commit(commit.sha):
             continue
         if commit.is_full:
             shas.append(commit.sha)

@@ -115,6 +115,15 @@ def build_command(options: BuildOptions, variables: tuple[str, ...]) -> Command:
     return Command(("make", f"-j{options.jobs}", *variables, *options.targets), make_env(options))
 
 
+def config_and_build_commands(
+    options: BuildOptions, base: Path, stale_keys: list[ConfigSetting], variables: tuple[str, ...]
+) -> list[Command]:
+    """From the base config to the built targets, as --dry-run prints and reproducer.sh replays
+    them; the config and build stages run the same commands."""
+    commands = config_commands(options, base, stale_keys, variables)
+    return [*commands, release_command(variables), build_command(options, variables)]
+
+
 def installs_modules(options: BuildOptions, config_text: str) -> bool:
     """modules_install only for modules that were built: CONFIG_MODULES=y and a target that
     builds them (`--targets bzImage` alone builds none, and modules_install would fail)."""

@@ -47,7 +47,7 @@ def fetch_and_pick(run: Run, tree: TreeGit) -> None:
     names = ", ".join(p.name for p in patchsets) or "none"
     run.say(f"kernel {release.raw} at {head[:12]}; patchsets: {names}")
     selection = plan.classify(run.tree, patchsets)
-    fetch_plan = gitops.plan_fetch(tree, [f.commit for f in selection.to_pick])
+    fetch_plan = gitops.plan_fetch([f.commit for f in selection.to_pick], tree.has_commit)
     run.state.start(Stage.FETCH, {"upstream": run.upstream, "refspecs": fetch_plan.refspecs})
     if fetch_plan:
         with run.progress.stage("fetch", shell_line(fetch_plan.argv())):
@@ -86,13 +86,12 @@ def fetch_and_pick(run: Run, tree: TreeGit) -> None:
     run.state.start(Stage.PICK, inputs, {**outputs, "present": present(already)})
     for finding in already:
         run.say(f"[pick] skip {finding.commit.sha[:12]} {finding.commit.subject!r}: {finding.status.value}")
-    pending = [
-        {"patchset": f.patchset, "sha": f.upstream_sha, "subject": f.commit.subject}
-        for f in selection.to_pick
-    ]
-    if pending and outputs["branch"] is None:
-        with_picks = list(dict.fromkeys(item["patchset"] for item in pending))
-        branch = gitops.unique_branch(tree, plan.branch_name(with_picks))
+    recipe = plan.pick_plan(
+        fetch_plan, None, plan.picks_of(selection.to_pick), head, list(inputs["patchsets"])
+    )
+    pending = [{"patchset": pick.patchset, "sha": pick.sha, "subject": pick.subject} for pick in recipe.picks]
+    if recipe.branch and outputs["branch"] is None:
+        branch = gitops.unique_branch(tree, recipe.branch)
         run.state.update(Stage.PICK, branch=branch)  # first, so --abort knows it even after a kill
         tree.run("checkout", "-b", branch)
     pick_commits(run, tree, pending)

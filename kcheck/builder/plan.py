@@ -1,6 +1,9 @@
-"""Which catalog commits a tree gets: `kcheck audit`'s verdict on the patchsets its version needs.
+"""Which catalog commits a tree gets, and the git commands that apply them.
 
-The same selection drives the run, --dry-run and the reproducer, so all three agree.
+`kcheck audit`'s verdict on the patchsets the tree's version needs gives the selection; the
+PickPlan turns it into commands. The one plan has four readers: the run executes it (with
+resume and conflict handling, picks.py), --dry-run prints it, reproducer.sh replays it, and
+`kcheck patchsets show` prints it as the manual recipe.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import git
 
+from kcheck.builder.gitops import REMOTE, FetchPlan, plan_fetch, tag_argv
 from kcheck.core.release import KernelRelease, KernelVersion
 from kcheck.errors import KcheckError
 from kcheck.patchsets.audit import PRESENT, AuditStatus, Finding, audit, open_tree
@@ -95,3 +99,71 @@ def build_tag(branch: str | None, head: str, patchset_names: list[str]) -> tuple
         f"kcheck-built/{suffix}",
         f"kcheck build-kernel: {', '.join(patchset_names) or 'no patchset needed'}",
     )
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One cherry-pick: an upstream commit; `resolved` is False for an abbreviated SHA that only
+    the fetched tag resolves (the run may then find the tree has it)."""
+
+    patchset: str
+    sha: str
+    subject: str
+    resolved: bool = True
+
+    def argv(self) -> list[str]:
+        return ["git", "cherry-pick", "-x", self.sha]
+
+
+@dataclass(frozen=True)
+class PickPlan:
+    """The commands that give a tree its patchsets: point the kcheck-upstream remote, fetch only
+    what is missing, branch, cherry-pick with -x, and tag the result."""
+
+    remote: tuple[str, ...] | None  # git remote add/set-url; None when it points there already
+    fetch: FetchPlan
+    picks: tuple[Pick, ...]
+    branch: str | None
+    tag: tuple[str, str]  # name, message
+
+    def setup_commands(self) -> list[list[str]]:
+        """Before the picks: remote, fetch and branch."""
+        commands = [list(self.remote)] if self.remote else []
+        if self.fetch:
+            commands.append(self.fetch.argv())
+        if self.branch:
+            commands.append(["git", "checkout", "-b", self.branch])
+        return commands
+
+    def tag_command(self) -> list[str]:
+        return tag_argv(*self.tag)
+
+    def commands(self) -> list[list[str]]:
+        return [*self.setup_commands(), *(pick.argv() for pick in self.picks), self.tag_command()]
+
+
+def picks_of(findings: list[Finding]) -> tuple[Pick, ...]:
+    return tuple(
+        Pick(f.patchset, f.upstream_sha or f.commit.sha, f.commit.subject, f.upstream_sha is not None)
+        for f in findings
+    )
+
+
+def pick_plan(
+    fetch: FetchPlan, remote: list[str] | None, picks: tuple[Pick, ...], head: str, patchset_names: list[str]
+) -> PickPlan:
+    """The plan for these picks: a branch named after the patchsets that get commits, and the tag."""
+    with_picks = list(dict.fromkeys(pick.patchset for pick in picks))
+    branch = branch_name(with_picks) if with_picks else None
+    return PickPlan(
+        tuple(remote) if remote else None, fetch, picks, branch, build_tag(branch, head, patchset_names)
+    )
+
+
+def manual_recipe(patchset: Patchset) -> list[list[str]]:
+    """The plan for a clone of the distro kernel that has none of the commits: the recipe a
+    user can run by hand, the same commands build-kernel runs."""
+    fetch = plan_fetch(list(patchset.commits), lambda sha: False)
+    picks = tuple(Pick(patchset.name, c.sha, c.subject, c.is_full) for c in patchset.commits)
+    remote = ["git", "remote", "add", REMOTE, patchset.upstream]
+    return pick_plan(fetch, remote, picks, "HEAD", [patchset.name]).commands()

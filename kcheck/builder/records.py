@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kcheck import __version__
-from kcheck.builder import gitops, kbuild
+from kcheck.builder import gitops, kbuild, plan
 from kcheck.builder.context import METADATA, METADATA_SCHEMA, RECORD_SCHEMA, REPRODUCER, Run
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import records_dir
@@ -123,20 +123,23 @@ def reproducer(run: Run, variables: tuple[str, ...]) -> str:
         shell_line(["git", "checkout", "--quiet", "--detach", pick.original_commit]),
     ]
     picked = [p for p in pick.picked if p["commit"]]
-    if picked:
-        lines += [
-            shell_line(["git", "remote", "add", gitops.REMOTE, run.upstream]),
-            shell_line(["git", "fetch", "--no-tags", gitops.REMOTE, *[p["sha"] for p in picked]]),
-        ]
-        for item in picked:
-            if item["how"] == "resolved":
-                lines.append(f"# {item['sha'][:12]} conflicted in the original run and was resolved by hand")
-            lines.append(shell_line(["git", "cherry-pick", "-x", item["sha"]]))
-    lines.append(shell_line(gitops.tag_argv(pick.tag, "kcheck build-kernel reproducer")))
+    # The run's plan again, for a fresh clone: every picked commit is fetched, none is present.
+    recipe = plan.PickPlan(
+        ("git", "remote", "add", gitops.REMOTE, run.upstream) if picked else None,
+        gitops.FetchPlan(tuple(p["sha"] for p in picked), ()),
+        tuple(plan.Pick(p["patchset"], p["sha"], p["subject"]) for p in picked),
+        None,  # detached, as the checkout above
+        (pick.tag or "", "kcheck build-kernel reproducer"),
+    )
+    lines += [shell_line(argv) for argv in recipe.setup_commands()]
+    for item, command in zip(picked, recipe.picks, strict=True):
+        if item["how"] == "resolved":
+            lines.append(f"# {item['sha'][:12]} conflicted in the original run and was resolved by hand")
+        lines.append(shell_line(command.argv()))
+    lines.append(shell_line(recipe.tag_command()))
     stale = [kbuild.ConfigSetting(name.removeprefix("CONFIG_"), '""') for name in config.cleared]
     base = run.workdir / kbuild.BASE_CONFIG
-    commands = kbuild.config_commands(options, base, stale, variables)
-    commands += [kbuild.release_command(variables), kbuild.build_command(options, variables)]
+    commands = kbuild.config_and_build_commands(options, base, stale, variables)
     lines += [command.shell() for command in commands]
     return "\n".join(lines) + "\n"
 

@@ -208,18 +208,3 @@ def _version(table: dict, key: str, fail) -> KernelVersion:
         return parse_version(value)
     except ValueError as exc:
         raise fail(key, str(exc)) from None
-
-
-UPSTREAM_REMOTE = "upstream"
-
-
-def manual_recipe(patchset: Patchset) -> list[list[str]]:
-    """The git commands of the seed's manual recipe, run in a clone of the distro kernel.
-
-    Cherry-picks use -x so that `kcheck audit` later recognises them as backports.
-    """
-    return [
-        ["git", "remote", "add", UPSTREAM_REMOTE, patchset.upstream],
-        ["git", "remote", "update"],
-        *(["git", "cherry-pick", "-x", commit.sha] for commit in patchset.commits),
-    ]

@@ -84,7 +84,7 @@ def _load(directory: Path | None):
 
 
 def _patchset_json(patchset) -> dict:
-    from kcheck.patchsets.catalog import manual_recipe
+    from kcheck.builder.plan import manual_recipe
 
     return {
         "name": patchset.name,
@@ -127,8 +127,8 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     import shlex
 
+    from kcheck.builder.plan import manual_recipe
     from kcheck.errors import KcheckError
-    from kcheck.patchsets.catalog import manual_recipe
 
     catalog = _load(args.catalog)
     patchset = catalog.get(args.name)
