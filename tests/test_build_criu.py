@@ -92,6 +92,10 @@ def test_the_default_source_is_the_upstream_release_kept_as_data(tmp_path):
         (["--source", "{tarball}", "--prefix", "{junk}/x"], "is not a writable directory"),
         (["--source", "{tarball}", "--jobs", "0"], "argument --jobs/-j: 0 jobs: give 1 to 4096"),
         (["--repo", "/nonexistent"], "--repo /nonexistent: name the release with --tag"),
+        (
+            ["--repo", "ext::sh -c id", "--tag", "v4.2"],
+            "--repo ext::sh -c id: refused an unsafe git transport",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_3_and_leaves_nothing(tmp_path, args, message):

@@ -11,8 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import git
-
 from kcheck.builder import plan, preflight, runner
 from kcheck.builder.context import Run, tree_path
 from kcheck.builder.dryrun import dry_run_plan
@@ -39,6 +37,7 @@ from kcheck.builder.state import (
     stop_leftover_processes,
     unusable_workdir,
 )
+from kcheck.core.repos import check_url
 from kcheck.errors import KcheckError
 from kcheck.patchsets.audit import open_tree
 from kcheck.patchsets.catalog import Patchset, load_catalog
@@ -178,15 +177,6 @@ def common_upstream(catalog: dict[str, Patchset], options: BuildOptions) -> str:
             f"the catalog's patchsets name {len(urls)} upstreams ({', '.join(urls)}); pass --upstream"
         )
     return urls[0] if urls else DEFAULT_UPSTREAM
-
-
-def check_url(option: str, url: str) -> None:
-    try:
-        git.Git.check_unsafe_protocols(url)
-    except git.UnsafeProtocolError:
-        raise KcheckError(
-            f"{option} {url}: refused an unsafe git transport; pass an https, ssh, git or file URL"
-        ) from None
 
 
 def same_source(state: BuildState, options: BuildOptions) -> bool:

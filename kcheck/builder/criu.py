@@ -130,6 +130,10 @@ def choose_source(source: Path | None, repo: str | None, tag: str | None) -> Sou
             raise KcheckError(f"--repo {repo}: name the release with --tag (e.g. --tag {releases[0].tag})")
         release = default_release(os.uname().release)
         return Source("git", upstream, release.tag, release.commit)
+    if repo is not None:
+        from kcheck.core.repos import check_url
+
+        check_url("--repo", repo)  # before any work, not at the clone
     known = next((r for r in releases if r.tag == tag and (repo in (None, upstream))), None)
     return Source("git", repo or upstream, tag, known.commit if known else None)
 
@@ -355,11 +359,11 @@ def _clone_argv(source: Source, tree: Path) -> list[str]:
 def _clone(source: Source, tree: Path, log: BuildLog) -> str:
     import git  # not on the probe path
 
+    from kcheck.core import repos
+
     log.command(shell_line(_clone_argv(source, tree)))
     try:
-        repo = git.Repo.clone_from(
-            source.location, tree, multi_options=["--depth=1", f"--branch={source.tag}"]
-        )
+        repo = repos.clone("--repo", source.location, tree, ["--depth=1", f"--branch={source.tag}"])
     except git.GitCommandError as exc:
         raise StageFailed(f"cannot clone {source.location} at {source.tag}: {exc.stderr.strip()}") from None
     commit = repo.head.commit.hexsha

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import git
-
 from kcheck.builder import gitops, kbuild, plan
 from kcheck.builder.context import METADATA, REPRODUCER, tree_path
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import BuildOptions, records_dir
 from kcheck.builder.progress import shell_line
 from kcheck.builder.report import reboot_argv
+from kcheck.core.repos import open_repo
 from kcheck.patchsets.catalog import Patchset
 from kcheck.probe.image import BUILD_RECORD_DIR
 
@@ -37,7 +36,7 @@ def dry_run_plan(
         stale: list[kbuild.ConfigSetting] = []
     else:
         lines += dry_run_picks(options, catalog, upstream, tree)
-        with git.Repo(tree) as repo:
+        with open_repo(tree, f"{tree}: not a git repository; pass --tree a kernel git tree") as repo:
             variables = kbuild.make_variables(options, TreeGit(repo, None).commit_date("HEAD"))
         stale = kbuild.stale_key_settings(kbuild.base_config_text(config_path), tree)
     lines.append(f"# {base}: the options of {config_path}")
@@ -84,7 +83,7 @@ def dry_run_picks(
     lines = [f"# tree {tree}: kernel {release.raw} at {head[:12]}"]
     lines.append(f"# patchsets: {', '.join(p.name for p in patchsets) or 'none needed for this version'}")
     local = plan.classify(tree, patchsets)
-    with git.Repo(tree) as repo:
+    with open_repo(tree, f"{tree}: not a git repository; pass --tree a kernel git tree") as repo:
         fetch = gitops.plan_fetch([f.commit for f in local.to_pick], TreeGit(repo, None).has_commit)
         remote = gitops.remote_argv(TreeGit(repo, None), upstream) if fetch else None
     # A local upstream clone is read now, so the picks are exact; a URL is only read by the run.

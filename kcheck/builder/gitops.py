@@ -15,8 +15,9 @@ from pathlib import Path
 import git
 
 from kcheck.builder.progress import BuildLog, shell_line
+from kcheck.core import repos
+from kcheck.core.repos import git_reason, transport_guard
 from kcheck.errors import KcheckError, StageFailed
-from kcheck.patchsets.audit import git_reason
 from kcheck.patchsets.catalog import Commit
 
 REMOTE = "kcheck-upstream"
@@ -119,11 +120,7 @@ def clone(url: str, dest: Path, options: list[str], log: BuildLog) -> tuple[git.
     log.command(shell_line(["git", "clone", *options, url, str(dest)]))
     messages = git.RemoteProgress()
     try:
-        repo = git.Repo.clone_from(url, dest, multi_options=options, progress=messages)
-    except (git.UnsafeProtocolError, git.UnsafeOptionError):
-        raise KcheckError(
-            f"--repo {url}: refused an unsafe git transport; pass an https, ssh or git URL"
-        ) from None
+        repo = repos.clone("--repo", url, dest, options, messages)
     except git.GitCommandError as exc:
         log.write(str(exc.stderr))
         shutil.rmtree(dest, ignore_errors=True)
@@ -189,17 +186,14 @@ def fetch(tree: TreeGit, url: str, plan: FetchPlan) -> None:
     """
     argv = remote_argv(tree, url)
     try:
-        if argv is not None:
-            tree.log.command(shell_line(argv), tree.path)
-            if argv[2] == "add":
-                tree.repo.create_remote(REMOTE, url)
-            else:
-                tree.repo.remote(REMOTE).set_url(url)
-        tree.run(*plan.argv()[1:])
-    except (git.UnsafeProtocolError, git.UnsafeOptionError):
-        raise KcheckError(
-            f"--upstream {url}: refused an unsafe git transport; pass an https, ssh, git or file URL"
-        ) from None
+        with transport_guard("--upstream", url):
+            if argv is not None:
+                tree.log.command(shell_line(argv), tree.path)
+                if argv[2] == "add":
+                    tree.repo.create_remote(REMOTE, url)
+                else:
+                    tree.repo.remote(REMOTE).set_url(url)
+            tree.run(*plan.argv()[1:])
     except git.GitCommandError as exc:
         raise StageFailed(f"fetch from {url} failed: {git_reason(exc.stderr)}") from None
 

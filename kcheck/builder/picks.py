@@ -19,8 +19,9 @@ from kcheck.builder.gitops import TreeGit
 from kcheck.builder.progress import shell_line
 from kcheck.builder.report import failing, print_conflict
 from kcheck.builder.state import Stage, StageStatus
+from kcheck.core.repos import git_reason, open_repo
 from kcheck.errors import KcheckError, StageFailed
-from kcheck.patchsets.audit import AuditStatus, Finding, git_reason
+from kcheck.patchsets.audit import AuditStatus, Finding
 from kcheck.patchsets.catalog import Patchset
 
 
@@ -171,13 +172,11 @@ def abort(run: Run) -> None:
     if pick is None:
         raise KcheckError(f"--abort: {run.workdir} records no cherry-picks to undo; nothing to abort")
     picked = run.picked
-    try:
-        repo = git.Repo(run.tree)
-    except (git.NoSuchPathError, git.InvalidGitRepositoryError):
-        raise KcheckError(
-            f"--abort: {run.tree} is no longer a git repository; put the tree back to undo the pick, "
-            f"or delete {run.state.path} to forget the stopped run"
-        ) from None
+    repo = open_repo(
+        run.tree,
+        f"--abort: {run.tree} is no longer a git repository; put the tree back to undo the pick, "
+        f"or delete {run.state.path} to forget the stopped run",
+    )
     tree = TreeGit(repo, run.log)
     with tree.repo, git_failures(run):
         gitops.abort(tree, picked.original_branch, picked.original_commit, picked.branch)

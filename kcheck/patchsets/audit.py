@@ -26,6 +26,7 @@ import git
 
 from kcheck.core.release import KernelRelease, version_from_makefile
 from kcheck.core.render import align_columns
+from kcheck.core.repos import git_reason, open_repo, transport_guard
 from kcheck.core.result import ExitCode
 from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import Commit, Patchset
@@ -265,12 +266,7 @@ def _why_no_commit(repo: git.Repo, rev: str) -> str:
 
 def open_tree(path: Path, rev: str) -> KernelTree:
     """Open a kernel git tree at `rev` and read its version from the Makefile at that rev."""
-    try:
-        repo = git.Repo(path)
-    except (git.NoSuchPathError, git.InvalidGitRepositoryError):
-        raise KcheckError(
-            f"{path}: not a git repository; pass the top directory of a kernel git tree"
-        ) from None
+    repo = open_repo(path, f"{path}: not a git repository; pass the top directory of a kernel git tree")
     try:
         head = _resolve(repo, rev)
     except AmbiguousSha:
@@ -301,13 +297,7 @@ def open_upstream(spec: str, tags: Iterable[str]) -> Iterator[git.Repo]:
     """
     path = Path(spec).expanduser()
     if path.exists():
-        try:
-            repo = git.Repo(path)
-        except (git.NoSuchPathError, git.InvalidGitRepositoryError):
-            raise KcheckError(
-                f"--upstream {spec}: not a git repository; pass a kernel clone or URL"
-            ) from None
-        with repo:
+        with open_repo(path, f"--upstream {spec}: not a git repository; pass a kernel clone or URL") as repo:
             yield repo
         return
     if "://" not in spec and ":" not in spec:
@@ -318,27 +308,15 @@ def open_upstream(spec: str, tags: Iterable[str]) -> Iterator[git.Repo]:
     ):
         refspecs = [f"refs/tags/{tag}:refs/tags/{tag}" for tag in sorted(set(tags))]
         try:
-            remote = repo.create_remote("upstream", spec)
-            remote.fetch(refspecs, filter="tree:0", no_tags=True)
-        except (git.UnsafeProtocolError, git.UnsafeOptionError):
-            raise KcheckError(
-                f"--upstream {spec}: refused an unsafe git transport; "
-                "pass an https://, ssh://, git:// or file:// URL, or a local clone"
-            ) from None
+            with transport_guard("--upstream", spec):
+                remote = repo.create_remote("upstream", spec)
+                remote.fetch(refspecs, filter="tree:0", no_tags=True)
         except git.GitCommandError as exc:
             raise KcheckError(
                 f"--upstream {spec}: cannot fetch tags {', '.join(sorted(set(tags)))}: "
                 f"{git_reason(exc.stderr)}; pass a reachable URL or a local clone"
             ) from None
         yield repo
-
-
-def git_reason(stderr: str) -> str:
-    """The line of git's stderr that says what went wrong: its first fatal/error line."""
-    # GitPython wraps it as "\n  stderr: '...'".
-    lines = [line.strip().removeprefix("stderr:").strip(" '\"") for line in str(stderr).splitlines()]
-    lines = [line for line in lines if line.startswith(("fatal:", "error:"))] or list(filter(None, lines))
-    return lines[0] if lines else "git failed"
 
 
 def audit(
