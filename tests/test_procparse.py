@@ -7,6 +7,7 @@ from conftest import load_capture
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kcheck.core.kconfig import parse_kconfig
 from kcheck.core.procparse import (
     Mapping,
     Mount,
@@ -15,7 +16,6 @@ from kcheck.core.procparse import (
     mount_at,
     mount_by_id,
     parse_fdinfo,
-    parse_kconfig,
     parse_maps,
     parse_mountinfo,
     unescape_proc_path,

@@ -12,7 +12,7 @@ from conftest import load_capture
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kcheck.core.procparse import parse_kconfig
+from kcheck.core.kconfig import parse_kconfig
 from kcheck.core.result import Evidence, Status
 from kcheck.patchsets.catalog import load_catalog
 from kcheck.probe import verdicts

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_kcheck
 from kbuild_fixtures import STOCK_VM_LIVE_RESULTS, cached_vm_kernel, live_results
 
-from kcheck.core.procparse import parse_kconfig
+from kcheck.core.kconfig import parse_kconfig
 from kcheck.core.render import report_dict
 from kcheck.core.result import report_from_dict
 from kcheck.probe.vm import (

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from kcheck.builder.options import BuildOptions, ConfigSetting
 from kcheck.builder.progress import BuildLog, shell_line
-from kcheck.core.procparse import parse_kconfig
+from kcheck.core import kconfig
+from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, parse_kconfig, read_config_file
 from kcheck.errors import KcheckError, StageFailed
 
 BUILD_USER = "kcheck"
@@ -38,9 +39,7 @@ class Command:
 
 def running_config(release: str) -> Path:
     """`--config running`: /proc/config.gz, else /boot/config-RELEASE (and the modules dir copies)."""
-    from kcheck.probe.observe import config_candidates
-
-    for path in config_candidates(release):
+    for path in [RUNNING_CONFIG, *(Path("/", location) for location in config_locations(release))]:
         if path.is_file():
             return path
     raise KcheckError(
@@ -55,14 +54,7 @@ def config_source(spec: str, release: str) -> Path:
 
 def base_config_text(path: Path) -> str:
     """The options of a config file (gzip or plain) as a .config; KcheckError naming the file."""
-    from kcheck.probe.observe import read_config_file
-
-    options = read_config_file(path)
-    lines = [
-        f"# CONFIG_{name[7:]} is not set" if value == "n" else f"{name}={value}"
-        for name, value in options.items()
-    ]
-    return "\n".join(lines) + "\n"
+    return kconfig.config_text(read_config_file(path))
 
 
 def stale_key_settings(config_text: str, tree: Path) -> list[ConfigSetting]:

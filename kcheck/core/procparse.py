@@ -1,4 +1,4 @@
-"""Parsers for /proc text and kernel config files.
+"""Parsers for /proc text (fdinfo, mountinfo, maps).
 
 All pure and total: malformed input yields fewer records, never an exception, so the
 verdicts built on them can turn "nothing usable" into an honest FAIL or UNKNOWN.
@@ -130,16 +130,3 @@ def parse_maps(text: str) -> list[Mapping]:
 def mapping_at(mappings: list[Mapping], address: int) -> Mapping | None:
     """The mapping that starts exactly at `address`."""
     return next((m for m in mappings if m.start == address), None)
-
-
-_CONFIG_LINE = re.compile(
-    r"^(?:(CONFIG_[A-Za-z0-9_]+)=(.*?)|# (CONFIG_[A-Za-z0-9_]+) is not set)[ \t\r]*$", re.M
-)
-
-
-def parse_kconfig(text: str) -> dict[str, str]:
-    """A kernel .config as {'CONFIG_X': 'y'|'m'|'n'|value}; an empty dict if none of it is config."""
-    return {
-        set_name or unset_name: value if set_name else "n"
-        for set_name, value, unset_name in _CONFIG_LINE.findall(text)
-    }

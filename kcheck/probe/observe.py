@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, read_config_file
 from kcheck.errors import KcheckError
 from kcheck.probe import DEFAULT_TIMEOUT, syscalls
 from kcheck.probe.image import observe_image
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from kcheck.patchsets.catalog import Patchset
 
 PAGE = 4096
-RUNNING_CONFIG = Path("/proc/config.gz")
 # Where the overlay child mounts its private tmpfs: hidden from the host by the
 # child's own mount namespace, so nothing is ever created in the host's /tmp.
 SCRATCH_CANDIDATES = ("/tmp", "/run", "/mnt", "/var/tmp")
@@ -131,39 +131,11 @@ def config_candidates(release: str, root: Path | None = None) -> list[Path]:
 
     /proc/config.gz describes only the running kernel, so an image root skips it.
     """
-    relative = [
-        f"boot/config-{release}",
-        f"lib/modules/{release}/config",
-        f"usr/lib/modules/{release}/config",
-    ]
     if root is None:
-        return [RUNNING_CONFIG, *(Path("/", path) for path in relative)]
+        return [RUNNING_CONFIG, *(Path("/", path) for path in config_locations(release))]
     from kcheck.probe.image import image_path
 
-    return [image_path(root, path) for path in relative]  # links resolve inside the image
-
-
-def read_config_file(path: Path) -> dict[str, str]:
-    """A config file's options, gunzipped when needed; KcheckError naming the file otherwise."""
-    from kcheck.core.files import CONFIG_LIMIT, CorruptGzip, InputRefused, read_maybe_gzipped
-    from kcheck.core.procparse import parse_kconfig
-
-    try:
-        data = read_maybe_gzipped(path, CONFIG_LIMIT)
-    except InputRefused as exc:
-        raise KcheckError(f"config file {path} {exc}; pass a kernel config file") from None
-    except FileNotFoundError:
-        raise KcheckError(f"config file {path} not found; pass an existing file to --config") from None
-    except OSError as exc:
-        raise KcheckError(
-            f"config file {path} is unreadable ({exc.strerror}); check its permissions"
-        ) from None
-    except CorruptGzip as exc:
-        raise KcheckError(f"config file {path} is a corrupt gzip ({exc}); pass an intact config") from None
-    options = parse_kconfig(data.decode("utf-8", errors="replace"))
-    if not options:
-        raise KcheckError(f"config file {path} is not a kernel config (no CONFIG_ lines); pass a .config")
-    return options
+    return [image_path(root, path) for path in config_locations(release)]  # links resolve inside the image
 
 
 def observe_config(ctx: ProbeContext) -> dict[str, Any]:

@@ -279,7 +279,7 @@ def probe_in_vm(plan: BootPlan) -> Report:
             file=sys.stderr,
         )
     else:
-        from kcheck.probe.observe import read_config_file
+        from kcheck.core.kconfig import read_config_file
 
         missing = missing_vm_support(read_config_file(plan.config), modular=plan.modules is not None)
         if missing:
