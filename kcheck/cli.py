@@ -9,7 +9,7 @@ import sys
 
 from kcheck import __version__
 from kcheck.core.result import ExitCode
-from kcheck.errors import KcheckError, printable
+from kcheck.errors import KcheckError, StdoutFailed, printable
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -82,10 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 def _discard(fd: int) -> None:
     """Point fd at /dev/null: nothing more is written there, and the fd number stays taken."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
-
-
-class StdoutFailed(KcheckError):
-    """stdout itself cannot be written (a full disk, /dev/full, an I/O error)."""
 
 
 class _GuardedStdout:

@@ -1,4 +1,8 @@
-"""Errors that end a command with a one-line message instead of a traceback."""
+"""Every error that ends a command, each with its exit code: a message instead of a traceback.
+
+3 bad input (the message names the input and the fix); 1 refused or failed (not ready, a
+build stage, an engine command); 2 undecided (a kernel that never reached the probe).
+"""
 
 from kcheck.core.result import ExitCode
 
@@ -13,6 +17,26 @@ class StageFailed(KcheckError):
     """A build stage could not finish (git or make failed): exit 1, the log says why."""
 
     exit_code = ExitCode.NOT_READY
+
+
+class CatalogError(KcheckError):
+    """A catalog file is malformed; the message names the file and the key."""
+
+
+class StdoutFailed(KcheckError):
+    """stdout itself cannot be written (a full disk, /dev/full, an I/O error)."""
+
+
+class Refused(KcheckError):
+    """The host, the pre-flight or an engine command said no: exit 1, not bad input."""
+
+    exit_code = ExitCode.NOT_READY
+
+
+class BootFailed(KcheckError):
+    """The kernel never reached the probe (panic, hang, no report): undecided, exit 2."""
+
+    exit_code = ExitCode.UNDECIDED
 
 
 def printable(text: str, keep_newlines: bool) -> str:

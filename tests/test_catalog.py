@@ -14,7 +14,8 @@ from gitrepos import catalog_commit, patchset, patchset_toml, write_catalog
 from kcheck.builder.plan import manual_recipe
 from kcheck.core.release import KernelVersion
 from kcheck.core.result import ExitCode
-from kcheck.patchsets.catalog import CatalogError, load_catalog
+from kcheck.errors import CatalogError
+from kcheck.patchsets.catalog import load_catalog
 from kcheck.probe.checks import CHECK_IDS
 
 TORVALDS = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"

@@ -24,8 +24,8 @@ from kcheck.cr.external import (
     manifest_from_inspect,
     restore_argv,
 )
-from kcheck.cr.runner import Refused, Runner
-from kcheck.errors import KcheckError
+from kcheck.cr.runner import Runner
+from kcheck.errors import KcheckError, Refused
 
 CAPTURE = load_capture("docker-container-mounts.json")
 CONTAINER_ID = Path(CAPTURE["inspect"]["HostsPath"]).parent.name

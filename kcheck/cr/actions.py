@@ -12,8 +12,8 @@ from pathlib import Path
 
 from kcheck.cr import engines, external
 from kcheck.cr.preflight import run_preflight, warn_skipped
-from kcheck.cr.runner import Refused, Runner
-from kcheck.errors import KcheckError
+from kcheck.cr.runner import Runner
+from kcheck.errors import KcheckError, Refused
 
 DEFAULT_NAME = "kcheck"
 

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kcheck.cr.runner import Refused, query, tail
-from kcheck.errors import KcheckError
+from kcheck.cr.runner import query, tail
+from kcheck.errors import KcheckError, Refused
 
 # docker's and podman's rule for names, which hex ids also satisfy. No leading '-',
 # so a name can never be read as an option by the engine.

@@ -15,8 +15,8 @@ from kcheck.core.files import read_json
 from kcheck.core.output import write_atomic
 from kcheck.core.procparse import mount_at, parse_mountinfo
 from kcheck.core.validate import first_problem
-from kcheck.cr.runner import Refused, Runner
-from kcheck.errors import KcheckError
+from kcheck.cr.runner import Runner
+from kcheck.errors import KcheckError, Refused
 
 MANIFEST_NAME = "kcheck-manifest.json"
 MANIFEST_SCHEMA = "kcheck.cr.manifest/2"  # /2: external_mounts replaced /1's host_files

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kcheck.core.render import STATUS_LABEL
 from kcheck.core.result import Report, Status, Verdict
-from kcheck.cr.runner import Refused
+from kcheck.errors import Refused
 
 # External C/R runs the criu on PATH itself: it must pass its own check and a real trial.
 EXTERNAL_REQUIRES = ["criu.check", "criu.trial"]

@@ -11,18 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kcheck.core.criu import log_first_error
-from kcheck.core.result import ExitCode
-from kcheck.errors import KcheckError
+from kcheck.errors import KcheckError, Refused
 
 STDERR_TAIL_LINES = 5
 QUERY_TIMEOUT = 60.0
 LOW_SPACE_BYTES = 1 << 20  # below this, a failed dump most likely ran out of room
-
-
-class Refused(KcheckError):
-    """The host, the pre-flight or an engine command said no: exit 1, not bad input."""
-
-    exit_code = ExitCode.NOT_READY
 
 
 def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:

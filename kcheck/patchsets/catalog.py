@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kcheck.core.files import DOCUMENT_LIMIT, read_capped
 from kcheck.core.release import KernelVersion, parse_version
-from kcheck.errors import KcheckError
+from kcheck.errors import CatalogError
 
 _SHA = re.compile(r"^[0-9a-f]{10,40}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -21,10 +21,6 @@ _PATCHSET_KEYS = {"name", "summary", "fixes", "needed_from", "needed_below", "up
 _REQUIRED_PATCHSET_KEYS = _PATCHSET_KEYS - {"needed_from"}
 _COMMIT_KEYS = {"sha", "subject", "author", "tag", "note"}
 _REQUIRED_COMMIT_KEYS = _COMMIT_KEYS - {"note"}
-
-
-class CatalogError(KcheckError):
-    """A catalog file is malformed; the message names the file and the key."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kcheck.core.result import ExitCode, Report, report_from_dict
-from kcheck.errors import KcheckError
+from kcheck.core.result import Report, report_from_dict
+from kcheck.errors import BootFailed, KcheckError
 
 CONSOLE_TAIL = 25
 BOOT_HEADER_OFFSET, BOOT_HEADER_MAGIC = 0x202, b"HdrS"
@@ -36,12 +36,6 @@ VM_CONFIG_NEEDS = (
     ("serial console", (("SERIAL_8250", "SERIAL_8250_CONSOLE"),)),
     ("devtmpfs and tmpfs", (("DEVTMPFS", "TMPFS"),)),
 )
-
-
-class BootFailed(KcheckError):
-    """The kernel never reached the probe (panic, hang, no report): undecided, exit 2."""
-
-    exit_code = ExitCode.UNDECIDED
 
 
 @dataclass(frozen=True)
