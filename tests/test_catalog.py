@@ -16,7 +16,6 @@ from kcheck.core.release import KernelVersion
 from kcheck.core.result import ExitCode
 from kcheck.errors import CatalogError
 from kcheck.patchsets.catalog import load_catalog
-from kcheck.probe.checks import CHECK_IDS
 
 TORVALDS = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
 # REFERENCE §2, in apply order.
@@ -42,7 +41,7 @@ SOURCE_CATALOG = Path(__file__).resolve().parent.parent / "patchsets"
 
 @pytest.mark.parametrize("directory", [None, SOURCE_CATALOG], ids=["installed", "source"])
 def test_shipped_catalog_loads_with_the_reference_commits(directory):
-    catalog = load_catalog(directory, CHECK_IDS)
+    catalog = load_catalog(directory)
     assert sorted(catalog) == ["aio-ring-remap", "overlayfs-mnt-id"]
     overlay, aio = catalog["overlayfs-mnt-id"], catalog["aio-ring-remap"]
     assert [(c.sha, c.subject) for c in overlay.commits] == OVERLAY
@@ -102,7 +101,7 @@ def test_show_includes_the_git_commands_of_the_manual_recipe():
         assert sha in result.stdout and subject in result.stdout
     data = json.loads(run_kcheck("patchsets", "show", "aio-ring-remap", "--format", "json").stdout)
     assert data["patchset"]["recipe"][-2] == ["git", "cherry-pick", "-x", AIO[-1][0]]
-    assert data["patchset"]["recipe"] == manual_recipe(load_catalog(None, CHECK_IDS)["aio-ring-remap"])
+    assert data["patchset"]["recipe"] == manual_recipe(load_catalog()["aio-ring-remap"])
 
 
 def test_show_unknown_patchset_is_bad_input():
@@ -227,7 +226,7 @@ def test_every_validation_error_names_file_and_key(tmp_path, case):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     with pytest.raises(CatalogError) as caught:
-        load_catalog(tmp_path, CHECK_IDS)
+        load_catalog(tmp_path)
     assert caught.value.exit_code == ExitCode.BAD_INPUT
     assert str(tmp_path) in str(caught.value) and key in str(caught.value) and problem in str(caught.value)
 
@@ -268,7 +267,7 @@ def test_a_non_ascii_name_is_said_to_be_non_ascii_not_a_mismatch(tmp_path):
     """aïo.toml named "aïo" matches its file; what is wrong is the character."""
     write_catalog(tmp_path, patchset("aïo", [catalog_commit("a" * 12, "aio: fix")]))
     with pytest.raises(CatalogError, match="'aïo' must be lowercase ASCII letters, digits and dashes"):
-        load_catalog(tmp_path, None)
+        load_catalog(tmp_path)
 
 
 @requires_root

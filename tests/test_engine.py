@@ -12,7 +12,7 @@ from kcheck.probe.checks import CHECK_IDS
 from kcheck.probe.engine import run_probe, select_checks
 from kcheck.probe.observe import ProbeContext, Unavailable
 
-CATALOG = load_catalog(None, CHECK_IDS)
+CATALOG = load_catalog()
 GOOD_CONFIG = {
     "path": "captured",
     "options": {f"CONFIG_{i.split('.', 1)[1]}": "y" for i in CHECK_IDS if i.startswith("config.")},

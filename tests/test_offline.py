@@ -13,9 +13,9 @@ import pytest
 from conftest import run_kcheck
 
 from kcheck.patchsets.catalog import load_catalog
-from kcheck.probe.checks import CHECK_IDS, CONFIG_OPTIONS
+from kcheck.probe.checks import CONFIG_OPTIONS
 
-CATALOG = load_catalog(None, CHECK_IDS)
+CATALOG = load_catalog()
 SCHEMA = json.loads(files("kcheck.schemas").joinpath("probe-1.json").read_text())
 FULL_CONFIG = "".join(f"CONFIG_{option}=y\n" for option, _, _ in CONFIG_OPTIONS)
 OLD = "3.19.0-15-generic"

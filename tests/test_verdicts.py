@@ -16,7 +16,6 @@ from kcheck.core.kconfig import parse_kconfig
 from kcheck.core.result import Evidence, Status
 from kcheck.patchsets.catalog import load_catalog
 from kcheck.probe import verdicts
-from kcheck.probe.checks import CHECK_IDS
 from kcheck.probe.verdicts import Outcome
 
 FIXED = load_capture("overlay-fixed-6.18.json")
@@ -24,7 +23,7 @@ BROKEN = load_capture("overlay-broken-pre4.2.json")
 DEBIAN_61 = load_capture("overlay-debian-6.1-maps.json")
 AIO_FIXED = load_capture("aio-fixed-6.18.json")
 AIO_BROKEN = load_capture("aio-broken-pre3.19.json")
-CATALOG = load_catalog(None, CHECK_IDS)
+CATALOG = load_catalog()
 OVERLAY_VERDICTS = [verdicts.overlay_mnt_id, verdicts.overlay_fd_path, verdicts.overlay_maps]
 USERNS = " (observed in an unprivileged user namespace)"
 DROP = object()  # as a value in edit(): remove the key

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from kcheck.core.args import jobs_arg, path_arg
-from kcheck.probe.cli import seconds
+from kcheck.core.args import jobs_arg, path_arg, seconds
 
 SUPPRESS = argparse.SUPPRESS
 

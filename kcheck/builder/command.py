@@ -124,9 +124,8 @@ def saved_options(given: dict[str, Any]) -> BuildOptions:
 
 
 def load_build_catalog(options: BuildOptions) -> dict[str, Patchset]:
-    from kcheck.probe.checks import CHECK_IDS
 
-    catalog = load_catalog(options.catalog, CHECK_IDS)
+    catalog = load_catalog(options.catalog)
     plan.check_patchset_names(catalog, options.patchsets)
     return catalog
 

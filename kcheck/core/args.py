@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 MAX_JOBS = 4096  # more make jobs than any build machine has CPUs for
+MAX_SECONDS = 24 * 3600.0
 
 
 def path_arg(text: str) -> Path:
@@ -25,4 +27,15 @@ def jobs_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number of jobs") from None
     if not 1 <= value <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"{text[:40]} jobs: give 1 to {MAX_JOBS}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite, positive number of seconds (at most a day)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 and at most {MAX_SECONDS:g} seconds")
     return value

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,14 +69,12 @@ def default_catalog_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "patchsets"
 
 
-def load_catalog(
-    directory: Path | None = None, known_checks: Iterable[str] | None = None
-) -> dict[str, Patchset]:
-    """All patchsets in `directory`, validated; CatalogError on the first problem.
+def load_catalog(directory: Path | None = None) -> dict[str, Patchset]:
+    """All patchsets in `directory` (default: the shipped catalog), validated; CatalogError on
+    the first problem. A patchset claiming to fix a check the probe does not have is rejected,
+    so the catalog and the probe cannot drift apart."""
+    from kcheck.probe.checks import CHECK_IDS
 
-    `known_checks` are the probe's check ids; a patchset claiming to fix any other id
-    is rejected so the catalog and the probe cannot drift apart.
-    """
     directory = directory or default_catalog_dir()
     if not directory.is_dir():
         raise CatalogError(f"{directory}: catalog directory not found; pass --catalog DIR")
@@ -87,7 +84,7 @@ def load_catalog(
         raise CatalogError(f"{directory}: cannot list the catalog directory ({exc.strerror})") from None
     if not files:
         raise CatalogError(f"{directory}: no *.toml patchsets in the catalog directory")
-    known = set(known_checks) if known_checks is not None else None
+    known = set(CHECK_IDS)
     catalog: dict[str, Patchset] = {}
     listed: list[tuple[str, int, Path, int]] = []  # sha, order of listing, file, index
     for path in files:
@@ -111,7 +108,7 @@ def _refuse_duplicate_commits(listed: list[tuple[str, int, Path, int]]) -> None:
             )
 
 
-def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
+def _load_patchset(path: Path, known_checks: set[str]) -> Patchset:
     try:
         data = tomllib.loads(read_capped(path, DOCUMENT_LIMIT).decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -131,12 +128,9 @@ def _load_patchset(path: Path, known_checks: set[str] | None) -> Patchset:
     fixes = data["fixes"]
     if not isinstance(fixes, list) or not fixes or not all(isinstance(f, str) for f in fixes):
         raise fail("fixes", "must be a non-empty list of probe check ids")
-    if known_checks is not None:
-        for check_id in fixes:
-            if check_id not in known_checks:
-                raise fail(
-                    "fixes", f"unknown check id {check_id!r}; known: {', '.join(sorted(known_checks))}"
-                )
+    for check_id in fixes:
+        if check_id not in known_checks:
+            raise fail("fixes", f"unknown check id {check_id!r}; known: {', '.join(sorted(known_checks))}")
     needed_below = _version(data, "needed_below", fail)
     needed_from = _version(data, "needed_from", fail) if "needed_from" in data else None
     if needed_from is not None and needed_from >= needed_below:

@@ -78,9 +78,8 @@ def register(jobs) -> None:
 
 def _load(directory: Path | None):
     from kcheck.patchsets.catalog import load_catalog
-    from kcheck.probe.checks import CHECK_IDS
 
-    return load_catalog(directory, CHECK_IDS)
+    return load_catalog(directory)
 
 
 def _patchset_json(patchset) -> dict:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
-from kcheck.core.args import path_arg
+from kcheck.core.args import path_arg, seconds
 from kcheck.probe import DEFAULT_TIMEOUT
 
 FORMAT_NAMES = ("text", "json", "junit", "prometheus", "npd", "github")
 DEFAULT_BOOT_TIMEOUT = 300.0
-MAX_SECONDS = 24 * 3600.0
-
-
-def seconds(text: str) -> float:
-    """argparse type: a finite, positive number of seconds (at most a day)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 and at most {MAX_SECONDS:g} seconds")
-    return value
 
 
 def kernel_release(text: str) -> str:

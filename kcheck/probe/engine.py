@@ -64,7 +64,7 @@ def probe_setup(
     `kcheck cr` uses it for its pre-flight. Bad input (catalog, config, image, release)
     raises here, before any probe runs.
     """
-    catalog = load_catalog(catalog_dir, CHECK_IDS)
+    catalog = load_catalog(catalog_dir)
     others: tuple[str, ...] = ()
     if root is not None:
         release, others = select_release(root, release)
