@@ -36,7 +36,7 @@ def test_install_refuses_a_kernel_that_did_not_verify_unless_forced(tmp_path, in
     forced = build(kernel, "--verify", "--install", "--force", env=install_env, stdin=subprocess.DEVNULL)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "[verify] done in a previous run: undecided" in forced.stdout
-    assert "WARNING: --force: installing a kernel verified undecided" in forced.stdout
+    assert "[install] warning: --force: installing a kernel verified undecided" in forced.stdout
     assert (tmp_path / "boot/vmlinuz-3.19.0-kcheck").is_file()
 
 

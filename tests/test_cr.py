@@ -310,7 +310,7 @@ def test_skip_preflight_runs_anyway_and_says_so_loudly(host, tmp_path):
     done = cr(host, "checkpoint", "web", "--config", str(config), "--skip-preflight")
     assert done.returncode == 0, done.stderr
     assert (
-        "kcheck: WARNING: --skip-preflight: the kernel was NOT checked before this checkpoint" in done.stderr
+        "kcheck: warning: --skip-preflight: the kernel was NOT checked before this checkpoint" in done.stderr
     )
     assert changes(host, "docker") == [["checkpoint", "create", "web", "kcheck"]]
 

@@ -37,6 +37,7 @@ from kcheck.builder.state import (
     stop_leftover_processes,
     unusable_workdir,
 )
+from kcheck.core import channel
 from kcheck.core.repos import check_url
 from kcheck.errors import KcheckError
 from kcheck.patchsets.audit import open_tree
@@ -55,7 +56,7 @@ def execute(given: dict[str, Any]) -> int:
     dry_run = bool(given.get("dry_run"))
     catalog, upstream, config_path = check_before_work(options, dry_run, resume is not None)
     if dry_run:
-        print(dry_run_plan(options, catalog, upstream, config_path), end="")
+        channel.say(dry_run_plan(options, catalog, upstream, config_path), end="")
         return 0
     return run_locked(
         options,
@@ -214,7 +215,7 @@ def run_locked(options: BuildOptions, checked: tuple | None, work) -> int:
     with WorkdirLock(options.workdir):
         os.environ[MARKER_ENV] = str(options.workdir)
         for pid, command in stop_leftover_processes(options.workdir):
-            print(f"[resume] stopped {command} (pid {pid}) left running by an interrupted run")
+            channel.say(f"[resume] stopped {command} (pid {pid}) left running by an interrupted run")
         state = BuildState.load(options.workdir)
         if state is None or not same_source(state, options):
             state = BuildState(options.workdir / "state.json", options.to_json())

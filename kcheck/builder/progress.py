@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from kcheck.core import channel
+
 TAIL_LINES = 30
 
 
@@ -57,21 +59,19 @@ class BuildLog:
 class Progress:
     """Stage lines for a pipe or file; a rich spinner with the log's last line on a tty."""
 
-    def __init__(self, log: BuildLog, stream: IO[str] = sys.stdout) -> None:
+    def __init__(self, log: BuildLog) -> None:
         self.log = log
-        self.stream = stream
         self.console = None
-        if stream.isatty():
+        if sys.stdout.isatty():
             from rich.console import Console
 
-            self.console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")))
+            self.console = Console(file=sys.stdout, no_color=bool(os.environ.get("NO_COLOR")))
 
     def say(self, text: str) -> None:
         if self.console is not None:
             self.console.print(text, markup=False, highlight=False)
         else:
-            self.stream.write(text + "\n")
-            self.stream.flush()
+            channel.say(text)
 
     @contextmanager
     def stage(self, name: str, what: str) -> Iterator[None]:

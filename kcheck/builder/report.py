@@ -11,6 +11,7 @@ from typing import Any
 from kcheck.builder.context import METADATA, REPRODUCER, VERIFY_REPORT, Run
 from kcheck.builder.progress import shell_line
 from kcheck.builder.state import Stage, StageStatus
+from kcheck.core import channel
 
 
 def failing(run: Run, stage: Stage) -> None:
@@ -19,11 +20,8 @@ def failing(run: Run, stage: Stage) -> None:
     if record is not None and record.status == StageStatus.RUNNING:
         run.state.finish(stage, StageStatus.FAILED)
     tail = run.log.tail()
-    print(
-        f"kcheck: stage {stage.value} failed; the last {len(tail)} lines of {run.log.path}:", file=sys.stderr
-    )
-    for line in tail:
-        print(f"  {line}", file=sys.stderr)
+    lines = "".join(f"\n  {line}" for line in tail)
+    channel.error(f"stage {stage.value} failed; the last {len(tail)} lines of {run.log.path}:{lines}")
     run.say("Next steps:")
     run.say(f"  read {run.log.path}, fix the cause, then rerun the same command: finished stages are skipped")
 

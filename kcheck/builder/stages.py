@@ -11,7 +11,6 @@ their resume and conflict handling, are in picks.py.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +21,7 @@ from kcheck.builder.options import BuildOptions
 from kcheck.builder.records import write_build_record, write_records
 from kcheck.builder.report import failing
 from kcheck.builder.state import Stage, StageRecord
+from kcheck.core import channel
 from kcheck.core.output import write_atomic
 from kcheck.errors import KcheckError, StageFailed
 
@@ -350,12 +350,11 @@ def refuse_unverified(run: Run) -> None:
         return
     verdict, detail = (verified.verdict, verified.detail) if verified else (None, None)
     if run.options.force:
-        run.say(f"[install] WARNING: --force: installing a kernel verified {verdict}")
+        run.say(f"[install] warning: --force: installing a kernel verified {verdict}")
         return
-    print(
-        f"kcheck: [install] refused: the verified kernel is {verdict} "
-        f"({detail}); fix it, or pass --force to install it anyway",
-        file=sys.stderr,
+    channel.error(
+        f"[install] refused: the verified kernel is {verdict} ({detail}); "
+        "fix it, or pass --force to install it anyway"
     )
     raise StageFailed("install refused: the verified kernel is not ready")
 

@@ -6,10 +6,10 @@ pre-checks and the kernel pre-flight (exit 1) before any command that changes st
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kcheck.core import channel
 from kcheck.cr import engines, external
 from kcheck.cr.preflight import run_preflight, warn_skipped
 from kcheck.cr.runner import Runner
@@ -127,14 +127,11 @@ def _docker_ready(req: Request, runner: Runner) -> None:
 
 
 def _warn_stale(container: str, consequence: str, runner: Runner) -> None:
-    """External C/R goes behind docker's back (REFERENCE §1): say so, every time."""
+    """External C/R goes behind docker's back: say so, every time."""
     if runner.dry_run:
         runner.note(f"docker's view of container {container} is then stale: {consequence}")
     else:
-        print(
-            f"kcheck: warning: docker's view of container {container} is now stale: {consequence}",
-            file=sys.stderr,
-        )
+        channel.warn(f"docker's view of container {container} is now stale: {consequence}")
 
 
 def checkpoint(req: Request) -> int:
@@ -225,7 +222,7 @@ def restore(req: Request) -> int:
         _preflight(req, external_cr=True)
         pid = external.restore(manifest, images, runner)
         if not req.dry_run:
-            print(f"restored container {manifest.container_name}: process tree pid {pid}")
+            channel.say(f"restored container {manifest.container_name}: process tree pid {pid}")
         _warn_stale(
             manifest.container_name,
             f"the restored processes{f' (pid {pid})' if pid else ''} run outside docker, "

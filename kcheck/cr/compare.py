@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kcheck.core import channel
 from kcheck.core.files import read_json
 from kcheck.core.release import parse_release
 from kcheck.core.result import SCHEMA, ExitCode, Status
@@ -189,5 +190,5 @@ def run_compare(source_path: Path, target_path: Path, output_format: str) -> int
     source, target = load_report(source_path), load_report(target_path)
     problems = compare(source, target)
     render = render_json if output_format == "json" else render_text
-    print(render(source, target, problems), end="")
+    channel.say(render(source, target, problems), end="")
     return int(exit_code(problems))

@@ -6,9 +6,9 @@ refuses to run one there unless told loudly not to check.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from kcheck.core import channel
 from kcheck.core.render import STATUS_LABEL
 from kcheck.core.result import Report, Status, Verdict
 from kcheck.errors import Refused
@@ -31,10 +31,9 @@ def run_preflight(action: str, external: bool, config: Path | None, catalog: Pat
     if report.verdict != Verdict.READY:
         raise Refused(refusal(action, report))
     among = f", {' and '.join(extra)} among them" if extra else ""
-    print(
-        f"kcheck: pre-flight: kernel {report.kernel.get('release')} is ready "
-        f"({len(report.checks)} required checks pass{among})",
-        file=sys.stderr,
+    channel.note(
+        f"pre-flight: kernel {report.kernel.get('release')} is ready "
+        f"({len(report.checks)} required checks pass{among})"
     )
 
 
@@ -57,8 +56,7 @@ def refusal(action: str, report: Report) -> str:
 
 
 def warn_skipped(action: str) -> None:
-    print(
-        f"kcheck: WARNING: --skip-preflight: the kernel was NOT checked before this {action}; "
-        "on a kernel with the overlayfs or AIO bugs the container can be lost",
-        file=sys.stderr,
+    channel.warn(
+        f"--skip-preflight: the kernel was NOT checked before this {action}; "
+        "on a kernel with the overlayfs or AIO bugs the container can be lost"
     )

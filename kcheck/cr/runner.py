@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kcheck.core import channel
 from kcheck.core.criu import log_first_error
 from kcheck.errors import KcheckError, Refused
 
@@ -58,9 +59,9 @@ class Runner:
         raise Refused with its stderr's last lines (and its log file's first error)."""
         line = shlex.join(argv)
         if self.dry_run:
-            print(line, flush=True)
+            channel.say(line)
             return ""
-        print(f"kcheck: run: {line}", file=sys.stderr, flush=True)
+        channel.note(f"run: {line}")
         # Output goes to files, not pipes: `criu restore -d` leaves daemons behind,
         # and a pipe they inherited would never reach EOF.
         with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
@@ -86,4 +87,4 @@ class Runner:
     def note(self, text: str) -> None:
         """Something kcheck does itself (no command): a comment in the dry-run script."""
         if self.dry_run:
-            print(f"# {text}", flush=True)
+            channel.say(f"# {text}")

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kcheck.core import channel
 from kcheck.core.result import Report, report_from_dict
 from kcheck.errors import BootFailed, KcheckError
 
@@ -267,11 +268,7 @@ def probe_in_vm(plan: BootPlan) -> Report:
             "pass arch/x86/boot/bzImage or /boot/vmlinuz-RELEASE"
         )
     if plan.config is None:
-        print(
-            f"kcheck: warning: no config found for {plan.kernel}; cannot check it can boot in a VM "
-            "(pass --config)",
-            file=sys.stderr,
-        )
+        channel.warn(f"no config found for {plan.kernel}; cannot check it can boot in a VM (pass --config)")
     else:
         from kcheck.core.kconfig import read_config_file
 
