@@ -593,7 +593,7 @@ def regression_kernel(variant: str) -> Path:
 
 
 # What the stock VM kernel shows live (measured): Debian's 6.1 has the overlay maps bug
-# (REFERENCE: /proc/self/maps names the underlying tmpfs), and that check is optional.
+# (/proc/self/maps names the underlying tmpfs's device and inode), and that check is optional.
 STOCK_VM_LIVE_RESULTS = {
     "overlayfs.mnt_id": "pass",
     "overlayfs.fd_path": "pass",

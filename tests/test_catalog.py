@@ -18,7 +18,7 @@ from kcheck.errors import CatalogError
 from kcheck.patchsets.catalog import load_catalog
 
 TORVALDS = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
-# REFERENCE §2, in apply order.
+# The upstream commits of patchsets/overlayfs-mnt-id.toml, in apply order.
 OVERLAY = [
     (
         "155e35d4daa804582f75acaa2c74ec797a89c615",

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcheck.builder import plan, preflight, runner
+from kcheck.builder import pipeline, plan, preflight
 from kcheck.builder.context import Run, tree_path
 from kcheck.builder.dryrun import dry_run_plan
 from kcheck.builder.gitops import TreeGit
@@ -61,7 +61,7 @@ def execute(given: dict[str, Any]) -> int:
     return run_locked(
         options,
         (catalog, upstream, config_path),
-        lambda run: runner.run_stages(run, continuing=resume == "continue"),
+        lambda run: pipeline.run_stages(run, continuing=resume == "continue"),
     )
 
 

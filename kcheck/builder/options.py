@@ -1,7 +1,7 @@
 """The options of one `kcheck build-kernel` run, validated, and kept in the state file.
 
-Everything here is pure: bad input becomes a KcheckError naming the option and the fix,
-before any work starts.
+Bad input becomes a KcheckError naming the option and the fix, before any work starts. The
+defaults read the environment (the euid, KCHECK_STATE_DIR, XDG_CACHE_HOME).
 """
 
 from __future__ import annotations

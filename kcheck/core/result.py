@@ -1,4 +1,4 @@
-"""The one result model every job reports in, and the verdict/exit-code rules."""
+"""The probe report's model (checks, statuses, evidence) and the verdict/exit-code rules."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def _preflight(req: Request, external_cr: bool) -> None:
 
 
 def _docker_ready(req: Request, runner: Runner) -> None:
-    """docker passes criu options only through /etc/criu/runc.conf (REFERENCE §4)."""
+    """docker passes criu options only through runc's criu configuration file, /etc/criu/runc.conf."""
     engines.docker_precheck(need_criu=True)
     if not req.tcp_established:
         return

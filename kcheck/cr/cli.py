@@ -1,4 +1,4 @@
-"""`kcheck cr`: argument parsing only; the work is imported when a command runs."""
+"""`kcheck cr`: its arguments and handlers; the work is imported when a command runs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The container engines: which one knows a container, what it says about it, and the
-native checkpoint/restore command lines of docker and podman (REFERENCE §4)."""
+native checkpoint/restore command lines of docker (`docker checkpoint create`, `docker start
+--checkpoint`) and podman (`podman container checkpoint/restore`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """External C/R: criu dump/restore of a docker container's process tree, as CRIU's
-docker_cr.sh does it (REFERENCE §4). Docker is not told, so its view goes stale."""
+contrib/docker_cr.sh does it. Docker is not told, so its view goes stale."""
 
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ PRESENT = frozenset({AuditStatus.ANCESTOR, AuditStatus.BACKPORTED, AuditStatus.E
 # ---------------------------------------------------------------------------------------
 # Pure part: trailers, SHA matching, classification, exit code.
 
-# The backport markers distro and stable trees use (REFERENCE §2), in one pattern:
+# The backport markers distro and stable trees use (git cherry-pick -x; the stable rules in
+# Documentation/process/stable-kernel-rules.rst), in one pattern:
 #   (cherry picked from commit SHA)   git cherry-pick -x; Ubuntu may add a repo name
 #   (cherry-picked from commit SHA), (backported from commit SHA)
 #   [ Upstream commit SHA ]           stable

@@ -1,4 +1,4 @@
-"""`kcheck patchsets` and `kcheck audit`: argument parsing only.
+"""`kcheck patchsets` and `kcheck audit`: their arguments, and the handlers that render results.
 
 `kcheck probe` imports this module to register its subcommands, so the work (and GitPython)
 is imported inside the handlers, never here.

@@ -1,4 +1,5 @@
-"""`kcheck probe`: argument parsing only; the work is imported when the command runs."""
+"""`kcheck probe`: its arguments, and the handler that runs the probe and renders the report;
+the work is imported when the command runs."""
 
 from __future__ import annotations
 

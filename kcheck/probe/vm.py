@@ -1,7 +1,8 @@
 """`kcheck probe --boot`: boot a kernel under QEMU with virtme-ng and probe it live inside.
 
 The guest sees the host's filesystem read-only, so it runs this very kcheck; its JSON
-report comes back on the console between markers and is returned with mode "vm".
+report comes back through the exchange directory both share (exchange/report.json), and is
+returned with mode "vm".
 """
 
 from __future__ import annotations
