@@ -697,3 +697,32 @@ def test_a_malformed_state_file_is_refused_with_what_is_wrong(kernel, state, pro
         "unreadable state (not a kcheck.build-state/1 state file: " in done.stderr and problem in done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+# --- per-architecture facts (kcheck/builder/arch.toml) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("machine", "targets", "boot"),
+    [
+        ("x86_64", ("bzImage", "modules"), "arch/x86/boot/bzImage"),
+        ("aarch64", ("Image.gz", "modules"), "arch/arm64/boot/Image.gz"),
+        ("riscv64", ("Image", "modules"), "arch/riscv/boot/Image"),
+        ("ppc64le", ("vmlinux", "modules"), "vmlinux"),
+        ("mips", ("vmlinux", "modules"), None),  # not listed: vmlinux, which nothing boots
+    ],
+)
+def test_each_machine_builds_and_boots_its_own_image(machine, targets, boot):
+    from kcheck.builder.arch import arch_facts
+    from kcheck.builder.options import default_targets
+
+    assert default_targets(machine) == targets
+    assert arch_facts(machine).boot_image(targets) == boot
+
+
+def test_every_listed_machine_can_boot_the_image_it_builds():
+    from kcheck.builder.arch import _table, arch_facts
+
+    for machine in _table():
+        facts = arch_facts(machine)
+        assert facts.boot_image((facts.image,)) is not None, machine

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kcheck.builder import kbuild
+from kcheck.builder.arch import arch_facts
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import BuildOptions
 from kcheck.builder.progress import BuildLog, Progress
@@ -136,9 +137,6 @@ def make_variables(run: Run, tree: TreeGit) -> tuple[str, ...]:
 
 
 def built_image(run: Run) -> Path | None:
-    """The kernel image the build made (arch/*/boot/<image target>), if any."""
-    for target in run.options.targets:
-        found = sorted(run.tree.glob(f"arch/*/boot/{target}"))
-        if found:
-            return found[0]
-    return None
+    """The bootable kernel image the build made (arch.toml says where), if any."""
+    path = arch_facts().boot_image(run.options.targets)
+    return run.tree / path if path is not None and (run.tree / path).is_file() else None

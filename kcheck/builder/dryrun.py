@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from kcheck.builder import gitops, kbuild, plan
+from kcheck.builder.arch import arch_facts
 from kcheck.builder.context import METADATA, REPRODUCER, tree_path
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import BuildOptions, records_dir
@@ -46,7 +47,9 @@ def dry_run_plan(
     if options.install:
         commands += kbuild.install_commands(variables, modules)
     lines += [command.shell() for command in commands]
-    image = f"arch/*/boot/{options.targets[0]}"
+    image = (
+        arch_facts().boot_image(options.targets) or f"<the image of --targets {' '.join(options.targets)}>"
+    )
     if options.verify:
         lines.append(
             f"# verify: boot the new kernel and probe it inside, as: kcheck probe --boot {tree}/{image}"

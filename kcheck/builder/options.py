@@ -20,18 +20,6 @@ DEFAULT_LOCALVERSION = "-kcheck"
 DEFAULT_VERIFY_TIMEOUT = 300.0  # seconds to boot the new kernel and probe it
 DEFAULT_UPSTREAM = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
 CC_WRAPPERS = ("ccache", "distcc")
-# The image target `make` builds for each machine (`uname -m`); modules are added to it.
-ARCH_IMAGES = {
-    "x86_64": "bzImage",
-    "i386": "bzImage",
-    "i686": "bzImage",
-    "aarch64": "Image.gz",
-    "armv7l": "zImage",
-    "riscv64": "Image",
-    "ppc64le": "vmlinux",
-    "s390x": "bzImage",
-}
-
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(y|m|n|-?\d+|0x[0-9a-fA-F]+|\".*\")$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -119,8 +107,10 @@ def human_size(size: float) -> str:
 
 
 def default_targets(machine: str | None = None) -> tuple[str, ...]:
-    machine = machine or os.uname().machine
-    return (ARCH_IMAGES.get(machine, "vmlinux"), "modules")
+    """The machine's kernel image (arch.toml), and modules."""
+    from kcheck.builder.arch import arch_facts
+
+    return (arch_facts(machine).image, "modules")
 
 
 def default_workdir(job: str = "build") -> Path:
