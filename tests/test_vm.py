@@ -17,8 +17,7 @@ from conftest import run_kcheck
 from kbuild_fixtures import STOCK_VM_LIVE_RESULTS, cached_vm_kernel, live_results
 
 from kcheck.core.kconfig import parse_kconfig
-from kcheck.core.render import report_dict
-from kcheck.core.result import report_from_dict
+from kcheck.core.report import report_dict, report_from_dict
 from kcheck.probe.vm import (
     BootPlan,
     console_summary,

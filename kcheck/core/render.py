@@ -8,8 +8,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from kcheck import __version__
-from kcheck.core.result import SCHEMA, CheckResult, Report, Status
+from kcheck.core.report import report_dict
+from kcheck.core.result import CheckResult, Report, Status
 
 STATUS_LABEL = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.UNKNOWN: "UNKNOWN", Status.SKIP: "SKIP"}
 NPD_MAX = 80
@@ -101,37 +101,6 @@ def _render_rich(report: Report, color: bool) -> str:
             f"(exit {int(report.exit_code)}): {_summary(report)}"
         )
     return capture.get()
-
-
-def report_dict(report: Report) -> dict:
-    counts = Counter(str(c.status) for c in report.checks)
-    return {
-        "schema": SCHEMA,
-        "kcheck_version": __version__,
-        "mode": report.mode,
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "hostname": os.uname().nodename,
-        "verdict": str(report.verdict),
-        "exit_code": int(report.exit_code),
-        "kernel": report.kernel,
-        "tools": report.tools,
-        "summary": {status.value: counts.get(status.value, 0) for status in Status},
-        "checks": [
-            {
-                "id": c.id,
-                "title": c.title,
-                "required": c.required,
-                "status": str(c.status),
-                "evidence": str(c.evidence),
-                "detail": c.detail,
-                "fix": None
-                if c.fix is None
-                else {"patchset": c.fix.patchset, "min_version": c.fix.min_version},
-                "remedy": c.remedy,
-            }
-            for c in report.checks
-        ],
-    }
 
 
 def render_json(report: Report) -> str:

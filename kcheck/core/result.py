@@ -89,28 +89,3 @@ def decide(required: list[CheckResult]) -> Verdict:
     if statuses - {Status.PASS}:
         return Verdict.UNDECIDED
     return Verdict.READY
-
-
-def report_from_dict(data: dict) -> Report:
-    """The inverse of the JSON renderer, for reports another kcheck wrote (e.g. in a VM).
-
-    Raises KeyError, TypeError or ValueError on anything that is not such a report.
-    """
-    if data.get("schema") != SCHEMA:
-        raise ValueError(f"not a {SCHEMA} report")
-    checks = [
-        CheckResult(
-            id=str(c["id"]),
-            title=str(c["title"]),
-            required=bool(c["required"]),
-            status=Status(c["status"]),
-            evidence=Evidence(c["evidence"]),
-            detail=str(c["detail"]),
-            fix=Fix(**c["fix"]) if c.get("fix") else None,
-            remedy=c.get("remedy"),
-        )
-        for c in data["checks"]
-    ]
-    return Report(
-        kernel=dict(data["kernel"]), checks=checks, mode=str(data["mode"]), tools=dict(data["tools"])
-    )

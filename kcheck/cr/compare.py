@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from kcheck.core import channel
-from kcheck.core.files import read_json
 from kcheck.core.release import parse_release
-from kcheck.core.result import SCHEMA, ExitCode, Status
-from kcheck.core.validate import first_problem
-from kcheck.errors import KcheckError
+from kcheck.core.report import read_report
+from kcheck.core.result import ExitCode, Status
 
 COMPARE_SCHEMA = "kcheck.cr.compare/1"
 
@@ -55,29 +53,19 @@ STATUS_WORD = {
 
 
 def load_report(path: Path) -> HostReport:
-    """A probe JSON report; bad input (exit 3) naming the file when it is not one."""
-    fix = "make it with `kcheck probe --format json --output FILE`"
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        raise KcheckError(f"{path}: no such file; {fix}") from None
-    except (OSError, ValueError) as exc:
-        raise KcheckError(f"{path}: not readable JSON ({exc}); {fix}") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise KcheckError(f"{path}: not a {SCHEMA} probe report; {fix}")
-    if problem := first_problem(data, "probe-1"):
-        raise KcheckError(f"{path}: a malformed {SCHEMA} report ({problem}); {fix}")
-    kernel, tools, checks = data["kernel"], data["tools"], data["checks"]
-    criu = tools.get("criu")
+    """A probe JSON report, read by the one report reader; bad input (exit 3) naming the file."""
+    report, document = read_report(path)
+    criu = report.tools.get("criu")
+    machine = report.kernel.get("machine")
     return HostReport(
         path=str(path),
-        hostname=str(data.get("hostname", "?")),
-        verdict=data["verdict"],
-        release=kernel["release"],
-        machine=kernel.get("machine"),
+        hostname=str(document.get("hostname", "?")),
+        verdict=str(report.verdict),
+        release=str(report.kernel["release"]),
+        machine=machine if isinstance(machine, str) else None,
         criu=criu if isinstance(criu, str) else None,
-        statuses={c["id"]: c["status"] for c in checks},
-        details={c["id"]: str(c.get("detail", "")) for c in checks},
+        statuses={c.id: str(c.status) for c in report.checks},
+        details={c.id: c.detail for c in report.checks},
     )
 
 

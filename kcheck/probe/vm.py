@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kcheck.core import channel
-from kcheck.core.result import Report, report_from_dict
+from kcheck.core.report import parse_report
+from kcheck.core.result import Report
 from kcheck.errors import BootFailed, KcheckError
 
 CONSOLE_TAIL = 25
@@ -306,8 +307,8 @@ def probe_in_vm(plan: BootPlan) -> Report:
                 f"last console lines:\n{console_summary(output)}"
             )
     try:
-        report = report_from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
+        report = parse_report(data)
+    except ValueError as exc:
         raise BootFailed(f"--boot {plan.kernel}: the guest's report is malformed ({exc})") from None
     report.mode = "vm"
     if plan.config is not None:  # name the host's config, not the guest's staged copy
