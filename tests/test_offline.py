@@ -162,6 +162,37 @@ def test_release_and_config_without_an_image(tmp_path):
     assert done.returncode == 1
 
 
+def test_a_release_without_an_image_is_judged_by_this_hosts_build_record(tmp_path):
+    """`--release R` alone: the record build-kernel --install left in KCHECK_STATE_DIR is evidence."""
+    config = tmp_path / "config"
+    config.write_text(FULL_CONFIG)
+    state = tmp_path / "state"
+    (state / "builds").mkdir(parents=True)
+    record = {
+        "schema": "kcheck.build-record/1",
+        "release": "4.1.5",
+        "patchsets": [{"name": "overlayfs-mnt-id", "commits": []}],
+    }
+    (state / "builds/4.1.5.json").write_text(json.dumps(record))
+    args = [
+        "probe",
+        "--format",
+        "json",
+        "--release",
+        "4.1.5",
+        "--config",
+        str(config),
+        "--check",
+        "overlayfs.mnt_id",
+    ]
+    recorded = json.loads(run_kcheck(*args, env={"KCHECK_STATE_DIR": str(state)}).stdout)
+    mnt_id = checks(recorded)["overlayfs.mnt_id"]
+    assert (mnt_id["status"], mnt_id["evidence"]) == ("pass", "tree")
+    assert mnt_id["detail"].startswith(f"build record {state / 'builds/4.1.5.json'} says")
+    elsewhere = json.loads(run_kcheck(*args, env={"KCHECK_STATE_DIR": str(tmp_path / "none")}).stdout)
+    assert checks(elsewhere)["overlayfs.mnt_id"]["status"] == "unknown"  # 4.1 alone decides nothing
+
+
 def test_offline_gate_can_require_an_optional_check(tmp_path):
     root = make_image(tmp_path / "img", [NEW])
     done, _ = probe("--root", str(root), "--require", "overlayfs.maps")

@@ -20,7 +20,6 @@ CLONE_DIR = "linux"
 METADATA = "metadata.json"
 REPRODUCER = "reproducer.sh"
 METADATA_SCHEMA = "kcheck.build/1"
-RECORD_SCHEMA = "kcheck.build-record/1"
 VERIFY_REPORT = "verify.json"  # the probe report from inside the booted kernel
 
 

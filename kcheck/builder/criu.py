@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from kcheck.builder.kbuild import Command, run_command
-from kcheck.builder.options import state_dir
 from kcheck.builder.preflight import Requirement, existing_ancestor, refuse_missing
 from kcheck.builder.progress import BuildLog, Progress, shell_line
+from kcheck.core.buildrecord import state_dir
 from kcheck.core.criu import criu_first_error, criu_version
 from kcheck.core.output import write_atomic
 from kcheck.core.release import parse_release, parse_version

@@ -9,12 +9,12 @@ from kcheck.builder import gitops, kbuild, plan
 from kcheck.builder.arch import arch_facts
 from kcheck.builder.context import METADATA, REPRODUCER, tree_path
 from kcheck.builder.gitops import TreeGit
-from kcheck.builder.options import BuildOptions, records_dir
+from kcheck.builder.options import BuildOptions
 from kcheck.builder.progress import shell_line
 from kcheck.builder.report import reboot_argv
+from kcheck.core.buildrecord import BUILD_RECORD_DIR, host_records_dir
 from kcheck.core.repos import open_repo
 from kcheck.patchsets.catalog import Patchset
-from kcheck.probe.image import BUILD_RECORD_DIR
 
 
 def dry_run_plan(
@@ -66,7 +66,7 @@ def dry_run_plan(
         lines += [command.shell() for command in commands]
         lines.append(f"# then record the build in {root / BUILD_RECORD_DIR}/<release>.json")
     if options.install:
-        lines.append(f"# then record the build in {records_dir()}/<release>.json")
+        lines.append(f"# then record the build in {host_records_dir()}/<release>.json")
         if os.geteuid() != 0:
             lines.append("# --install needs root: run the command itself as root")
     if options.reboot:

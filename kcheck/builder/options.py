@@ -121,16 +121,6 @@ def default_workdir(job: str = "build") -> Path:
     return Path(cache) / "kcheck" / job
 
 
-def state_dir() -> Path:
-    """kcheck's records; KCHECK_STATE_DIR moves them (tests, image builders)."""
-    return Path(os.environ.get("KCHECK_STATE_DIR", "/var/lib/kcheck"))
-
-
-def records_dir() -> Path:
-    """Where build-kernel --install records kernel builds."""
-    return state_dir() / "builds"
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """One run's choices; saved in the state file so --continue replays them exactly."""

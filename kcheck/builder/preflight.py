@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kcheck.builder.options import human_size
+from kcheck.core.buildrecord import BUILD_RECORD_DIR
 from kcheck.errors import KcheckError
-from kcheck.probe.image import BUILD_RECORD_DIR
 
 
 @dataclass(frozen=True)

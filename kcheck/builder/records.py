@@ -13,14 +13,13 @@ from typing import Any
 
 from kcheck import __version__
 from kcheck.builder import gitops, kbuild, plan
-from kcheck.builder.context import METADATA, METADATA_SCHEMA, RECORD_SCHEMA, REPRODUCER, Run
+from kcheck.builder.context import METADATA, METADATA_SCHEMA, REPRODUCER, Run
 from kcheck.builder.gitops import TreeGit
-from kcheck.builder.options import records_dir
 from kcheck.builder.progress import shell_line
 from kcheck.builder.state import Stage
+from kcheck.core.buildrecord import BUILD_RECORD_DIR, dump_record, host_records_dir, record_file
 from kcheck.core.output import write_atomic
 from kcheck.errors import StageFailed
-from kcheck.probe.image import BUILD_RECORD_DIR
 
 
 def patches(run: Run) -> list[dict[str, Any]]:
@@ -153,12 +152,10 @@ def write_records(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> None:
 
 
 def write_build_record(run: Run, tree: TreeGit) -> Path:
-    """RECORDS/<release>.json (in the image with --install-root): which fixes the installed
-    kernel carries, for offline probes."""
+    """The build record (core/buildrecord.py): on this host, or in the image with --install-root."""
     release = run.configured.release
     carried = patches(run)
     record = {
-        "schema": RECORD_SCHEMA,
         "release": release,
         "commit": run.picked.head,
         "source": run.options.repo or tree.origin_url() or str(run.tree),
@@ -170,11 +167,11 @@ def write_build_record(run: Run, tree: TreeGit) -> Path:
         "metadata": str(run.workdir / METADATA),
     }
     root = run.options.install_root
-    directory = records_dir() if root is None else root / BUILD_RECORD_DIR
+    directory = host_records_dir() if root is None else root / BUILD_RECORD_DIR
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StageFailed(f"cannot create {directory}: {exc.strerror}") from None
-    path = directory / f"{release}.json"
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    path = record_file(directory, release)
+    write_atomic(path, dump_record(record))
     return path

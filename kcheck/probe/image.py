@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcheck.core.files import CHANGELOG_LIMIT, CorruptGzip, read_json, read_maybe_gzipped
+from kcheck.core.buildrecord import BUILD_RECORD_DIR, host_records_dir, load_record, record_file
+from kcheck.core.files import CHANGELOG_LIMIT, CorruptGzip, read_maybe_gzipped
 from kcheck.core.release import RELEASE, parse_release
-from kcheck.core.validate import first_problem
 from kcheck.errors import KcheckError
 
 if TYPE_CHECKING:
     from kcheck.probe.observe import ProbeContext
 
 MODULE_DIRS = ("lib/modules", "usr/lib/modules")
-# Written by `kcheck build-kernel --install`.
-BUILD_RECORD_DIR = "var/lib/kcheck/builds"
 # Debian and Ubuntu ship the kernel package's changelog here (Ubuntu often under linux-modules).
 CHANGELOG_PATTERNS = (
     "usr/share/doc/linux-image-{release}/changelog.Debian.gz",
@@ -121,22 +119,22 @@ def select_release(root: Path, release: str | None) -> tuple[str, tuple[str, ...
 
 
 def observe_image(ctx: ProbeContext) -> dict[str, Any]:
-    """The image's evidence about its kernel's fixes: a kcheck build record and the changelog."""
-    if ctx.root is None:
-        return {}
+    """The evidence about a kernel that is not running: its kcheck build record (in the image
+    with --root, else in this host's state directory) and the image's kernel changelog."""
     found: dict[str, Any] = {}
-    record_path = image_path(ctx.root, f"{BUILD_RECORD_DIR}/{ctx.release}.json")
+    if ctx.root is None:
+        record_path = record_file(host_records_dir(), ctx.release)
+    else:
+        record_path = image_path(ctx.root, f"{BUILD_RECORD_DIR}/{ctx.release}.json")
     if record_path.is_file():
         found["record_path"] = str(record_path)
-        try:
-            record = read_json(record_path)
-        except (OSError, ValueError) as exc:
-            found["record_error"] = f"{record_path}: {exc}"
-        else:  # a malformed record is no evidence at all, never a pass
-            if problem := first_problem(record, "build-record-1"):
-                found["record_error"] = f"{record_path}: not a kcheck build record ({problem})"
-            else:
-                found["record"] = record
+        record, error = load_record(record_path)
+        if error is not None:
+            found["record_error"] = error
+        else:
+            found["record"] = record
+    if ctx.root is None:
+        return found
     for pattern in CHANGELOG_PATTERNS:
         path = image_path(ctx.root, pattern.format(release=ctx.release))
         if path.is_file():
