@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import git
+import jsonschema
 import pytest
 from conftest import run_kcheck
 from gitrepos import (
@@ -24,6 +25,7 @@ from gitrepos import (
 )
 
 from kcheck.core.result import ExitCode
+from kcheck.core.validate import first_problem, schema
 from kcheck.patchsets.audit import (
     AuditStatus,
     Sighting,
@@ -63,7 +65,10 @@ def main_catalog(repos: KernelRepos, directory: Path, by_hand_subject: str | Non
 def audit_json(*args: str) -> tuple[int, dict]:
     result = run_kcheck("audit", "--format", "json", *args)
     assert result.returncode != 3, result.stderr
-    return result.returncode, json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    assert first_problem(report, "audit-1") is None  # every audit report the tests see conforms
+    jsonschema.validate(report, schema("audit-1"))
+    return result.returncode, report
 
 
 def by_sha(report: dict) -> dict[str, dict]:

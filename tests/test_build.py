@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import git
+import jsonschema
 import pytest
 from conftest import run_kcheck
 from gitrepos import tree_state
@@ -24,6 +25,8 @@ from kbuild_fixtures import (
     start_build,
     workdir_json,
 )
+
+from kcheck.core.validate import first_problem, schema
 
 BUILD_BANNER = "Linux version 3.19.0-kcheck (kcheck@kcheck) Mon, 5 Jan 2015 04:26:40 +0000"
 
@@ -81,6 +84,8 @@ def test_metadata_and_reproducer_are_complete_and_the_reproducer_rebuilds_the_sa
     assert build(kernel).returncode == 0
     meta = workdir_json(kernel, "metadata.json")
     assert meta["schema"] == "kcheck.build/1"
+    jsonschema.validate(meta, schema("build-1"))
+    assert first_problem(meta, "build-1") is None
     assert meta["source"]["tree"] == str(kernel.distro) and meta["source"]["commit"] == kernel.base
     assert meta["source"]["branch"] == "main"
     assert meta["upstream"] == str(kernel.upstream)

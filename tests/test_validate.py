@@ -29,7 +29,8 @@ def real_probe_report() -> dict:
 
 SAMPLES = {
     "probe-1": real_probe_report(),
-    # the shapes kcheck writes (builder/records.py write_build_record, build/criu.py build)
+    # the shapes kcheck writes (audit.py to_json, builder/records.py metadata and
+    # write_build_record, builder/criu.py build); test_build and test_audit check real ones
     "build-record-1": {
         "schema": "kcheck.build-record/1",
         "release": "4.1.0-kcheck",
@@ -40,6 +41,98 @@ SAMPLES = {
         ],
         "installed": "2026-12-02T10:00:00Z",
         "metadata": "/var/tmp/kcheck-build/metadata.json",
+    },
+    "audit-1": {
+        "schema": "kcheck.audit/1",
+        "tree": "/usr/src/linux",
+        "rev": "HEAD",
+        "commit": "ab" * 20,
+        "kernel": "4.1.5",
+        "upstream": None,
+        "exit_code": 1,
+        "summary": {
+            "ancestor": 0,
+            "backported": 1,
+            "equivalent": 0,
+            "missing": 1,
+            "unknown": 0,
+            "not-needed": 0,
+        },
+        "patchsets": [
+            {
+                "name": "overlayfs-mnt-id",
+                "needed": True,
+                "range": ">=3.18, <4.2",
+                "commits": [
+                    {
+                        "sha": "4bacc9c9234c7c8eec44f5ed4e960d9f96fa0f01",
+                        "upstream_sha": "4bacc9c9234c7c8eec44f5ed4e960d9f96fa0f01",
+                        "subject": "overlayfs: Make f_path always point to the overlay",
+                        "status": "backported",
+                        "match": "cd" * 20,
+                        "evidence": "(cherry picked from commit 4bacc9c923)",
+                    },
+                    {
+                        "sha": "9391dd00d1",
+                        "upstream_sha": None,
+                        "subject": "fix a braino in ovl_d_select_inode()",
+                        "status": "missing",
+                        "match": None,
+                        "evidence": "no backport trailer names it",
+                    },
+                ],
+            }
+        ],
+    },
+    "build-1": {
+        "schema": "kcheck.build/1",
+        "source": {
+            "tree": "/var/tmp/kcheck-build/linux",
+            "url": "https://salsa.debian.org/kernel-team/linux.git",
+            "branch": "debian/6.1/bookworm",
+            "commit": "ab" * 20,
+            "partial_clone": True,
+        },
+        "upstream": "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git",
+        "patchsets": ["aio-ring-remap"],
+        "patches": [
+            {
+                "patchset": "aio-ring-remap",
+                "upstream_sha": "e4a0d3e7" * 5,
+                "subject": "aio: fix",
+                "status": "picked",
+                "commit": "cd" * 20,
+            }
+        ],
+        "branch": "kcheck/20261202-aio-ring-remap",
+        "tag": "kcheck-built/20261202-aio-ring-remap",
+        "commit": "cd" * 20,
+        "config": {
+            "source": "/proc/config.gz",
+            "base": "/var/tmp/kcheck-build/base.config",
+            "sha256": "3a" * 32,
+            "localversion": "-kcheck",
+            "settings": ["CONFIG_CHECKPOINT_RESTORE=y"],
+            "cleared": [],
+            "not_kept": [],
+            "localmodconfig": False,
+        },
+        "release": "6.1.192-kcheck",
+        "build": {
+            "command": "make -j3 bzImage modules",
+            "targets": ["bzImage", "modules"],
+            "jobs": 3,
+            "variables": ["KBUILD_BUILD_TIMESTAMP=x"],
+            "env": {},
+        },
+        "stages": {
+            "pick": {"status": "done", "duration": 1.5},
+            "build": {"status": "running", "duration": None},
+        },
+        "verify": {"verdict": "ready", "detail": "kernel 6.1.192-kcheck booted; every required check passes"},
+        "tools": {"kcheck": "0.1.0", "ccache": None},
+        "log": "/var/tmp/kcheck-build/build.log",
+        "reproducer": "/var/tmp/kcheck-build/reproducer.sh",
     },
     "build-state-1": {
         "schema": "kcheck.build-state/1",
