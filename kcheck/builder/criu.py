@@ -25,6 +25,8 @@ from typing import Any
 from kcheck.builder.kbuild import Command, run_command
 from kcheck.builder.preflight import Requirement, existing_ancestor, refuse_missing
 from kcheck.builder.progress import BuildLog, Progress, shell_line
+from kcheck.builder.steps import FreshLedger, StageStep, run_stage
+from kcheck.core import channel
 from kcheck.core.buildrecord import state_dir
 from kcheck.core.criu import criu_first_error, criu_version
 from kcheck.core.output import write_atomic
@@ -269,60 +271,36 @@ def records_dir() -> Path:
     return state_dir() / "criu"
 
 
-def build(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str, Any]:
-    """Fetch, build, check, install, record. StageFailed (exit 1) when a step fails; the work
-    dir keeps the log, and nothing is installed unless the check passed (or --force)."""
-    source_record = _fetch(options, progress, log)
-    version = tree_version(options.tree)
-    with progress.stage("build", f"make criu {version} (-j{options.jobs})"):
-        run_command(build_command(options), options.tree, log)
-    with progress.stage("check", "criu check with the new binary"):
-        check = _check(options.tree / "criu" / "criu", log)
-    if not check["passed"]:
-        if not options.force:
-            raise StageFailed(
-                f"the new criu {version} fails `criu check`, so it was not installed: {check['summary']}; "
-                "--force installs it anyway"
-            )
-        progress.say(f"kcheck: warning: --force: installing criu {version} although criu check failed")
-    with progress.stage("install", f"make install-criu into {options.prefix}"):
-        installed = _install(options, log)
-    record = {
-        "schema": RECORD_SCHEMA,
-        "version": version,
-        "source": source_record,
-        "prefix": str(options.prefix),
-        "binary": str(options.installed_binary),
-        "installed": installed,
-        "check": check,
-        "kernel": os.uname().release,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    path = records_dir() / f"{version}.json"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KcheckError(f"cannot write the record {path}: {exc.strerror}; set KCHECK_STATE_DIR") from None
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
-    record["record_path"] = str(path)
-    return record
+class CriuStep(StageStep):
+    """A build-criu stage: every run starts afresh in the work dir (FreshLedger)."""
+
+    def __init__(self, options: CriuOptions, log: BuildLog, outputs: dict[str, Any]) -> None:
+        self.options = options
+        self.log = log
+        self.outputs = outputs  # what the stages before this one found
 
 
-def _fetch(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str, Any]:
+class FetchStage(CriuStep):
     """A fresh tree in WORKDIR/src, and what identifies it (checksum or commit)."""
-    source, tree = options.source, options.tree
-    shutil.rmtree(tree, ignore_errors=True)
-    with progress.stage("fetch", f"CRIU source from {source.describe()}"):
+
+    name = "fetch"
+
+    def label(self) -> str:
+        return f"CRIU source from {self.options.source.describe()}"
+
+    def work(self) -> dict[str, Any]:
+        source, tree = self.options.source, self.options.tree
+        shutil.rmtree(tree, ignore_errors=True)
         try:
             if source.kind == "tarball":
-                log.command(f"extract {source.location} into {tree}")
+                self.log.command(f"extract {source.location} into {tree}")
                 found = {**asdict(source), "sha256": _extract(Path(source.location), tree)}
             elif source.kind == "tree":
-                log.command(f"copy {source.location} into {tree}")
+                self.log.command(f"copy {source.location} into {tree}")
                 shutil.copytree(source.location, tree, symlinks=True)
                 found = asdict(source)
             else:
-                found = {**asdict(source), "commit": _clone(source, tree, log)}
+                found = {**asdict(source), "commit": _clone(source, tree, self.log)}
         except (OSError, shutil.Error, tarfile.TarError) as exc:
             raise StageFailed(f"cannot fetch the CRIU source from {source.describe()}: {exc}") from None
         if missing := [marker for marker in TREE_MARKERS if not (tree / marker).is_file()]:
@@ -330,7 +308,81 @@ def _fetch(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str,
                 f"{source.describe()} is not a CRIU source tree (no {', '.join(missing)}); "
                 "pass a criu repository and release tag"
             )
-        return found
+        return {"source": found, "version": tree_version(tree)}
+
+
+class MakeStage(CriuStep):
+    name = "build"
+
+    def label(self) -> str:
+        return f"make criu {self.outputs['version']} (-j{self.options.jobs})"
+
+    def work(self) -> dict[str, Any]:
+        run_command(build_command(self.options), self.options.tree, self.log)
+        return {}
+
+
+class CheckStage(CriuStep):
+    """`criu check` with the new binary: it installs only when that passes (or --force)."""
+
+    name = "check"
+
+    def label(self) -> str:
+        return "criu check with the new binary"
+
+    def work(self) -> dict[str, Any]:
+        return {"check": _check(self.options.tree / "criu" / "criu", self.log)}
+
+    def announce(self, outputs: dict[str, Any]) -> None:
+        check, version = outputs["check"], self.outputs["version"]
+        if check["passed"]:
+            return
+        if not self.options.force:
+            raise StageFailed(
+                f"the new criu {version} fails `criu check`, so it was not installed: {check['summary']}; "
+                "--force installs it anyway"
+            )
+        channel.warn(f"--force: installing criu {version} although criu check failed")
+
+
+class InstallStage(CriuStep):
+    name = "install"
+
+    def label(self) -> str:
+        return f"make install-criu into {self.options.prefix}"
+
+    def work(self) -> dict[str, Any]:
+        return {"installed": _install(self.options, self.log)}
+
+
+CRIU_STAGES: tuple[type[CriuStep], ...] = (FetchStage, MakeStage, CheckStage, InstallStage)
+
+
+def build(options: CriuOptions, progress: Progress, log: BuildLog) -> dict[str, Any]:
+    """Fetch, build, check, install, record. StageFailed (exit 1) when a step fails; the work
+    dir keeps the log, and nothing is installed unless the check passed (or --force)."""
+    found: dict[str, Any] = {}
+    for stage in CRIU_STAGES:
+        found.update(run_stage(stage(options, log, found), FreshLedger(), progress))
+    record = {
+        "schema": RECORD_SCHEMA,
+        "version": found["version"],
+        "source": found["source"],
+        "prefix": str(options.prefix),
+        "binary": str(options.installed_binary),
+        "installed": found["installed"],
+        "check": found["check"],
+        "kernel": os.uname().release,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = records_dir() / f"{found['version']}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KcheckError(f"cannot write the record {path}: {exc.strerror}; set KCHECK_STATE_DIR") from None
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    record["record_path"] = str(path)
+    return record
 
 
 def _extract(tarball: Path, tree: Path) -> str:

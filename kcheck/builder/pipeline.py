@@ -6,14 +6,14 @@ from kcheck.builder.context import Run
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.picks import continue_stage, fetch_and_pick, git_failures
 from kcheck.builder.report import print_next_steps, reboot
-from kcheck.builder.stages import TREE_STAGES, CloneStage, run_stage
+from kcheck.builder.stages import TREE_STAGES, CloneStage, run_kernel_stage
 from kcheck.core.repos import open_repo
 
 
 def run_stages(run: Run, continuing: bool) -> None:
     """Everything after preflight; StageFailed (exit 1) when a stage fails."""
     if CloneStage.wanted(run.options):
-        run_stage(CloneStage(run, None))
+        run_kernel_stage(CloneStage(run, None))
     tree = TreeGit(
         open_repo(run.tree, f"{run.tree}: not a git repository; pass --tree a kernel git tree"), run.log
     )
@@ -24,7 +24,7 @@ def run_stages(run: Run, continuing: bool) -> None:
             fetch_and_pick(run, tree)
         for stage in TREE_STAGES:
             if stage.wanted(run.options):
-                run_stage(stage(run, tree))
+                run_kernel_stage(stage(run, tree))
     print_next_steps(run)
     if run.options.reboot:
         reboot(run)

@@ -1,18 +1,16 @@
 """The declared stages of `kcheck build-kernel` after the pick: clone before it; config, build,
 verify and install after it.
 
-A stage declares its inputs, whether a previous run's result still stands, what it shows, its
-work and the outputs it records. `run_stage` is the one loop body: it skips a stage a previous
-run finished with the same inputs, shows progress, records start, outputs and duration in the
-state file, and on failure records it and shows the log's last lines. Fetch and pick, with
-their resume and conflict handling, are in picks.py.
+Each is declared (steps.py) and run by the one loop body there, with the state file in the work
+dir as its ledger, so a rerun skips what a previous run finished. Fetch and pick, with their
+resume and conflict handling, are in picks.py.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from kcheck.builder import gitops, kbuild
 from kcheck.builder.context import VERIFY_REPORT, Run, built_image, make_variables, sha256
@@ -20,16 +18,35 @@ from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import BuildOptions
 from kcheck.builder.records import write_build_record, write_records
 from kcheck.builder.report import failing
-from kcheck.builder.state import Stage, StageRecord
+from kcheck.builder.state import Stage
+from kcheck.builder.steps import StageStep, run_stage
 from kcheck.core import channel
 from kcheck.core.output import write_atomic
 from kcheck.errors import KcheckError, StageFailed
 
 
-class StageStep:
-    """One stage, declared; `run_stage` runs it. `tree` is None only before the clone."""
+class RunLedger:
+    """build-kernel's ledger: the state file in the work dir, so a rerun skips finished stages."""
 
-    stage: ClassVar[Stage]
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def done_with(self, name: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        record = self.run.state.done_with(Stage(name), inputs)
+        return record.outputs if record is not None else None
+
+    def start(self, name: str, inputs: dict[str, Any]) -> None:
+        self.run.state.start(Stage(name), inputs)
+
+    def finish(self, name: str, outputs: dict[str, Any]) -> None:
+        self.run.state.finish(Stage(name), **outputs)
+
+    def failed(self, name: str) -> None:
+        failing(self.run, Stage(name))
+
+
+class KernelStep(StageStep):
+    """A build-kernel stage. `tree` is None only before the clone."""
 
     def __init__(self, run: Run, tree: TreeGit | None) -> None:
         self.run = run
@@ -39,62 +56,15 @@ class StageStep:
     def wanted(cls, options: BuildOptions) -> bool:
         return True
 
-    def before(self) -> None:
-        """Work that happens whether or not the stage is skipped."""
 
-    def inputs(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def still_done(self, record: StageRecord) -> bool:
-        """A previous run's result with the same inputs stands unless the tree lost it."""
-        return True
-
-    def previous(self, record: StageRecord) -> str:
-        """What a previous run's result was, for the line that says the stage is skipped."""
-        raise NotImplementedError
-
-    def prepare(self) -> None:
-        """Refusals that come before the stage starts (StageFailed, not recorded as a failure)."""
-
-    def label(self) -> str:
-        raise NotImplementedError
-
-    def work(self) -> dict[str, Any]:
-        """Run the stage's commands; return the outputs to record."""
-        raise NotImplementedError
-
-    def failed(self) -> None:
-        """After a failure was recorded and shown."""
-
-    def announce(self, outputs: dict[str, Any]) -> None:
-        """After the stage finished."""
+def run_kernel_stage(step: KernelStep) -> None:
+    run_stage(step, RunLedger(step.run), step.run.progress)
 
 
-def run_stage(step: StageStep) -> None:
-    run, stage = step.run, step.stage
-    step.before()
-    inputs = step.inputs()
-    done = run.state.done_with(stage, inputs)
-    if done and step.still_done(done):
-        run.say(f"[{stage.value}] done in a previous run: {step.previous(done)}")
-        return
-    step.prepare()
-    with run.progress.stage(stage.value, step.label()):
-        run.state.start(stage, inputs)
-        try:
-            outputs = step.work()
-        except StageFailed:
-            failing(run, stage)
-            step.failed()
-            raise
-        run.state.finish(stage, **outputs)
-    step.announce(outputs)
-
-
-class CloneStage(StageStep):
+class CloneStage(KernelStep):
     """--repo: clone the distro kernel into the work dir."""
 
-    stage = Stage.CLONE
+    name = Stage.CLONE.value
 
     @classmethod
     def wanted(cls, options: BuildOptions) -> bool:
@@ -109,10 +79,10 @@ class CloneStage(StageStep):
             "filter": options.blob_filter,
         }
 
-    def still_done(self, record: StageRecord) -> bool:
+    def still_done(self, outputs: dict[str, Any]) -> bool:
         return (self.run.tree / ".git").is_dir()
 
-    def previous(self, record: StageRecord) -> str:
+    def previous(self, outputs: dict[str, Any]) -> str:
         return str(self.run.tree)
 
     def label(self) -> str:
@@ -128,7 +98,7 @@ class CloneStage(StageStep):
             return {"commit": repo.head.commit.hexsha, "partial": partial}
 
 
-class TreeStage(StageStep):
+class TreeStage(KernelStep):
     """A stage that works in the picked tree."""
 
     tree: TreeGit
@@ -141,7 +111,7 @@ class TreeStage(StageStep):
 class ConfigStage(TreeStage):
     """The base config, trimmed and set, then olddefconfig; records the release it makes."""
 
-    stage = Stage.CONFIG
+    name = Stage.CONFIG.value
 
     def before(self) -> None:
         self.base_text = kbuild.base_config_text(self.run.config_path)
@@ -158,15 +128,15 @@ class ConfigStage(TreeStage):
             "variables": list(self.variables),
         }
 
-    def still_done(self, record: StageRecord) -> bool:
+    def still_done(self, outputs: dict[str, Any]) -> bool:
         try:
             current = sha256((self.run.tree / ".config").read_text(errors="replace"))
         except OSError:
             return False
-        return current == record.outputs["config_sha256"]
+        return current == outputs["config_sha256"]
 
-    def previous(self, record: StageRecord) -> str:
-        return record.outputs["release"]
+    def previous(self, outputs: dict[str, Any]) -> str:
+        return outputs["release"]
 
     def label(self) -> str:
         return f"{self.run.config_path} + olddefconfig"
@@ -198,7 +168,7 @@ class ConfigStage(TreeStage):
 class BuildStage(TreeStage):
     """make -jN of the targets; metadata.json and reproducer.sh are written before and after."""
 
-    stage = Stage.BUILD
+    name = Stage.BUILD.value
 
     def before(self) -> None:
         write_records(self.run, self.tree, self.variables)
@@ -212,7 +182,7 @@ class BuildStage(TreeStage):
             "cc": options.cc,
         }
 
-    def previous(self, record: StageRecord) -> str:
+    def previous(self, outputs: dict[str, Any]) -> str:
         return " ".join(self.run.options.targets)
 
     def label(self) -> str:
@@ -235,7 +205,7 @@ class BuildStage(TreeStage):
 class VerifyStage(TreeStage):
     """Boot the new kernel under QEMU and probe it live inside, before it is installed."""
 
-    stage = Stage.VERIFY
+    name = Stage.VERIFY.value
 
     @classmethod
     def wanted(cls, options: BuildOptions) -> bool:
@@ -248,8 +218,8 @@ class VerifyStage(TreeStage):
         config_sha256 = self.run.configured.config_sha256
         return {"head": self.tree.head(), "config_sha256": config_sha256, "image": str(self.image)}
 
-    def previous(self, record: StageRecord) -> str:
-        return record.outputs["verdict"]
+    def previous(self, outputs: dict[str, Any]) -> str:
+        return outputs["verdict"]
 
     def label(self) -> str:
         return f"kcheck probe --boot {self.image}"
@@ -289,7 +259,7 @@ class InstallStage(TreeStage):
     """--install (make modules_install install, on this host) or --install-root (into an image),
     then the build record; after --verify, only a kernel whose report is ready."""
 
-    stage = Stage.INSTALL
+    name = Stage.INSTALL.value
 
     @classmethod
     def wanted(cls, options: BuildOptions) -> bool:
@@ -309,7 +279,7 @@ class InstallStage(TreeStage):
             inputs["install_root"] = str(self.run.options.install_root)
         return inputs
 
-    def previous(self, record: StageRecord) -> str:
+    def previous(self, outputs: dict[str, Any]) -> str:
         return self.run.configured.release
 
     def prepare(self) -> None:
