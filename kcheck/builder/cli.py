@@ -205,7 +205,7 @@ def run_criu(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from kcheck.builder import criu
+    from kcheck.builder import criu, criu_stages
     from kcheck.builder.options import default_workdir
     from kcheck.builder.progress import BuildLog, Progress
     from kcheck.errors import KcheckError
@@ -230,7 +230,7 @@ def run_criu(args: argparse.Namespace) -> int:
     progress = Progress(log)
     log.header(f"kcheck build-criu from {options.source.describe()}")
     try:
-        record = criu.build(options, progress, log)
+        record = criu_stages.build(options, progress, log)
     except KcheckError as exc:
         tail = log.tail()
         print(f"kcheck: build-criu failed; the last {len(tail)} lines of {log.path}:", file=sys.stderr)
