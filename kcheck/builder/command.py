@@ -38,9 +38,8 @@ from kcheck.builder.state import (
     unusable_workdir,
 )
 from kcheck.core import channel
-from kcheck.core.repos import check_url
+from kcheck.core.repos import check_url, open_tree
 from kcheck.errors import KcheckError
-from kcheck.patchsets.audit import open_tree
 from kcheck.patchsets.catalog import Patchset, load_catalog
 
 # With --continue/--abort the saved options are replayed; only these may be given too.

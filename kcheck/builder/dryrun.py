@@ -80,7 +80,7 @@ def dry_run_picks(
 ) -> list[str]:
     from contextlib import nullcontext
 
-    from kcheck.patchsets.audit import open_upstream
+    from kcheck.core.repos import open_upstream
 
     release, head, patchsets = plan.selected(tree, catalog, options.patchsets)
     lines = [f"# tree {tree}: kernel {release.raw} at {head[:12]}"]

@@ -59,10 +59,9 @@ class TreeGit:
 
     def has_commit(self, name: str) -> bool:
         try:
-            self.repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}")
-        except git.GitCommandError:
+            return repos.resolve_commit(self.repo, name) is not None
+        except repos.AmbiguousSha:
             return False
-        return True
 
     def changed_files(self) -> list[str]:
         """Tracked files with uncommitted changes (untracked and ignored build output is fine)."""

@@ -17,8 +17,9 @@ import git
 
 from kcheck.builder.gitops import REMOTE, FetchPlan, plan_fetch, tag_argv
 from kcheck.core.release import KernelRelease, KernelVersion
+from kcheck.core.repos import open_tree
 from kcheck.errors import KcheckError
-from kcheck.patchsets.audit import PRESENT, AuditStatus, Finding, audit, open_tree
+from kcheck.patchsets.audit import PRESENT, AuditStatus, Finding, audit
 from kcheck.patchsets.catalog import Patchset
 
 # A forced patchset (--patchset) is audited as if every kernel version needed it.

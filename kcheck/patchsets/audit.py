@@ -5,7 +5,9 @@ ancestor (the commit itself is in the history), backported (a commit names it in
 backport trailer), equivalent (a commit has the same `git patch-id --stable`); otherwise
 missing, or unknown when no upstream object was there to compare patch-ids with.
 
-The pure classification helpers come first; the git calls follow. The scan is bounded:
+The pure classification helpers come first; the scans follow, through the git layer
+(kcheck/core/repos.py) for opening trees and upstreams, SHAs, ancestry and patch-ids. The
+scan is bounded:
 one `git log --grep` pass for trailers, and patch-ids only over commits that touch the
 fixes' files since the oldest fix was authored.
 """
@@ -14,19 +16,17 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import git
 
-from kcheck.core.release import KernelRelease, version_from_makefile
+from kcheck.core.release import KernelRelease
 from kcheck.core.render import align_columns
-from kcheck.core.repos import git_reason, open_repo, transport_guard
+from kcheck.core.repos import AmbiguousSha, KernelTree, is_ancestor, patch_ids, resolve_commit
 from kcheck.core.result import ExitCode
 from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import Commit, Patchset
@@ -220,17 +220,6 @@ _DIFF_OPTIONS = (*_LOG_OPTIONS, "-p", "--no-ext-diff", "--no-textconv", "--no-re
 
 
 @dataclass(frozen=True)
-class KernelTree:
-    """The audited tree at the audited rev, with the version its Makefile declares there."""
-
-    path: Path
-    repo: git.Repo
-    rev: str
-    head: str
-    release: KernelRelease
-
-
-@dataclass(frozen=True)
 class UpstreamCommit:
     """A catalog commit resolved to an object, in the tree's repo or in the upstream one."""
 
@@ -238,86 +227,6 @@ class UpstreamCommit:
     repo: git.Repo
     authored: int
     files: tuple[str, ...]
-
-
-class AmbiguousSha(Exception):
-    """A short SHA that names several commits: the catalog must give more digits."""
-
-
-def _resolve(repo: git.Repo, name: str) -> str | None:
-    """The full SHA of commit `name` in `repo`, None when there is no such commit."""
-    try:
-        return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}")
-    except git.GitCommandError as exc:
-        if "ambiguous" in str(exc.stderr):
-            raise AmbiguousSha(name) from None
-        return None
-
-
-def _why_no_commit(repo: git.Repo, rev: str) -> str:
-    """Why `rev` names no commit: an empty repository, another kind of object, or nothing."""
-    if not repo.head.is_valid() and rev == "HEAD":
-        return "the repository has no commits yet"
-    try:
-        kind = repo.git.cat_file("-t", "--end-of-options", rev)
-    except git.GitCommandError:
-        return f"unknown rev {rev!r}"
-    return f"rev {rev!r} is a {kind}, not a commit"
-
-
-def open_tree(path: Path, rev: str) -> KernelTree:
-    """Open a kernel git tree at `rev` and read its version from the Makefile at that rev."""
-    repo = open_repo(path, f"{path}: not a git repository; pass the top directory of a kernel git tree")
-    try:
-        head = _resolve(repo, rev)
-    except AmbiguousSha:
-        raise KcheckError(
-            f"{path}: rev {rev!r} is ambiguous; give more hex digits, or a branch or tag"
-        ) from None
-    if head is None:
-        raise KcheckError(f"{path}: {_why_no_commit(repo, rev)}; pass --rev with a branch, tag or commit")
-    try:
-        makefile = repo.git.cat_file("blob", f"{head}:Makefile")
-    except git.GitCommandError:
-        raise KcheckError(
-            f"{path}: {rev} has no top-level Makefile; pass the root of a kernel tree"
-        ) from None
-    try:
-        release = version_from_makefile(makefile)
-    except ValueError as exc:
-        raise KcheckError(f"{path}: Makefile at {rev}: {exc}") from None
-    return KernelTree(path=path, repo=repo, rev=rev, head=head, release=release)
-
-
-@contextmanager
-def open_upstream(spec: str, tags: Iterable[str]) -> Iterator[git.Repo]:
-    """The upstream objects to compare with: a local clone as is, or `tags` fetched from a URL.
-
-    A URL is fetched into a throwaway bare repo (commits only; trees and blobs come on
-    demand), never into the audited tree.
-    """
-    path = Path(spec).expanduser()
-    if path.exists():
-        with open_repo(path, f"--upstream {spec}: not a git repository; pass a kernel clone or URL") as repo:
-            yield repo
-        return
-    if "://" not in spec and ":" not in spec:
-        raise KcheckError(f"--upstream {spec}: no such directory, and not a URL; pass a kernel clone or URL")
-    with (
-        tempfile.TemporaryDirectory(prefix="kcheck-upstream-") as scratch,
-        git.Repo.init(scratch, bare=True) as repo,
-    ):
-        refspecs = [f"refs/tags/{tag}:refs/tags/{tag}" for tag in sorted(set(tags))]
-        try:
-            with transport_guard("--upstream", spec):
-                remote = repo.create_remote("upstream", spec)
-                remote.fetch(refspecs, filter="tree:0", no_tags=True)
-        except git.GitCommandError as exc:
-            raise KcheckError(
-                f"--upstream {spec}: cannot fetch tags {', '.join(sorted(set(tags)))}: "
-                f"{git_reason(exc.stderr)}; pass a reachable URL or a local clone"
-            ) from None
-        yield repo
 
 
 def audit(
@@ -331,7 +240,7 @@ def audit(
     in_history = {
         sha
         for sha, found in resolved.items()
-        if found is not None and found.repo is tree.repo and _is_ancestor(tree, found.sha)
+        if found is not None and found.repo is tree.repo and is_ancestor(tree, found.sha)
     }
     open_commits = [commit for commit in needed if commit.sha not in in_history]
     backports = _find_backports(
@@ -386,7 +295,7 @@ def _resolve_catalog_commit(commit: Commit, sources: Sequence[git.Repo]) -> Upst
     """Find the catalog commit's object in the first source that has it; check its subject."""
     for repo in sources:
         try:
-            sha = _resolve(repo, commit.sha)
+            sha = resolve_commit(repo, commit.sha)
         except AmbiguousSha:
             raise KcheckError(
                 f"catalog commit {commit.sha} ({commit.subject!r}) is ambiguous in {repo.git_dir}; "
@@ -415,16 +324,6 @@ def _normalized(subject: str) -> str:
 def _readable(text: str) -> str:
     """Commit text with undecodable bytes replaced, so printing it cannot fail."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _is_ancestor(tree: KernelTree, sha: str) -> bool:
-    try:
-        tree.repo.git.merge_base("--is-ancestor", sha, tree.head)
-    except git.GitCommandError as exc:
-        if exc.status == 1:
-            return False
-        raise KcheckError(f"{tree.path}: git merge-base failed: {git_reason(exc.stderr)}") from None
-    return True
 
 
 def _find_backports(tree: KernelTree, wanted: dict[str, str]) -> dict[str, Sighting]:
@@ -463,7 +362,7 @@ def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> di
     for repo in {id(c.repo): c.repo for c in commits}.values():
         shas = [c.sha for c in commits if c.repo is repo]
         diffs = repo.git.show(*_DIFF_OPTIONS, "--format=commit %H", *shas, as_process=True)
-        for patch_id, sha in _patch_ids(repo, diffs):
+        for patch_id, sha in patch_ids(repo, diffs):
             upstream_ids.setdefault(patch_id, []).append(sha)
     files = sorted({name for c in commits for name in c.files})
     if not files:
@@ -482,7 +381,7 @@ def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> di
         as_process=True,
     )
     matches: dict[str, tuple[str, str]] = {}  # upstream SHA -> (newest tree commit, patch-id)
-    for patch_id, commit in _patch_ids(tree.repo, diffs):
+    for patch_id, commit in patch_ids(tree.repo, diffs):
         for upstream_sha in upstream_ids.get(patch_id, ()):
             matches.setdefault(upstream_sha, (commit, patch_id))
     if not matches:
@@ -497,13 +396,3 @@ def _find_equivalents(tree: KernelTree, commits: Sequence[UpstreamCommit]) -> di
         upstream_sha: Sighting(commit, _readable(subjects[commit]), f"same patch-id {patch_id[:12]}")
         for upstream_sha, (commit, patch_id) in matches.items()
     }
-
-
-def _patch_ids(repo: git.Repo, diffs: git.Git.AutoInterrupt) -> list[tuple[str, str]]:
-    """(patch-id, commit) for each patch a running git process writes, in its order.
-
-    The diff streams from one git process into `git patch-id` without passing through Python.
-    """
-    output = repo.git.patch_id("--stable", istream=diffs.stdout)
-    diffs.wait()
-    return [(patch_id, commit) for patch_id, commit in (line.split() for line in output.splitlines())]

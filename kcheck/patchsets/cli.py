@@ -189,9 +189,9 @@ def run_audit(args: argparse.Namespace) -> int:
 
     import git
 
-    from kcheck.core.repos import git_reason
+    from kcheck.core.repos import git_reason, open_tree, open_upstream
     from kcheck.errors import KcheckError
-    from kcheck.patchsets.audit import audit, open_tree, open_upstream
+    from kcheck.patchsets.audit import audit
 
     catalog = _load(args.catalog)
     unknown = [name for name in args.patchset if name not in catalog]
