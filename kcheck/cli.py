@@ -22,12 +22,22 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(int(ExitCode.BAD_INPUT), f"kcheck: error: {line}; see `{self.prog} --help`\n")
 
 
-def build_parser() -> ArgumentParser:
-    from kcheck import completion
-    from kcheck.builder import cli as build_cli
-    from kcheck.cr import cli as cr_cli
-    from kcheck.patchsets import cli as patchsets_cli
-    from kcheck.probe import cli as probe_cli
+# Each subcommand and the function that registers its parser: (module, function). Only the
+# one being run is imported and built; `kcheck --help` and completion build them all.
+SUBCOMMANDS = {
+    "probe": ("kcheck.probe.cli", "register"),
+    "patchsets": ("kcheck.patchsets.cli", "register"),
+    "audit": ("kcheck.patchsets.cli", "register"),
+    "cr": ("kcheck.cr.cli", "register"),
+    "build-kernel": ("kcheck.builder.cli", "register"),
+    "build-criu": ("kcheck.builder.cli", "register_criu"),
+    "completion": ("kcheck.completion", "register"),
+}
+
+
+def build_parser(only: str | None = None) -> ArgumentParser:
+    """kcheck's parser; with `only`, just that subcommand's (what a run needs, and fast)."""
+    import importlib
 
     parser = ArgumentParser(
         prog="kcheck",
@@ -37,13 +47,17 @@ def build_parser() -> ArgumentParser:
     jobs = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )
-    probe_cli.register(jobs)
-    patchsets_cli.register(jobs)
-    cr_cli.register(jobs)
-    build_cli.register(jobs)
-    build_cli.register_criu(jobs)
-    completion.register(jobs)
+    wanted = [SUBCOMMANDS[only]] if only in SUBCOMMANDS else SUBCOMMANDS.values()
+    for module, function in dict.fromkeys(wanted):
+        getattr(importlib.import_module(module), function)(jobs)
     return parser
+
+
+def subcommand(argv: list[str]) -> str | None:
+    """The subcommand argv runs: its first word that is not an option (kcheck's own options
+    take no values), when that names one."""
+    first = next((word for word in argv if not word.startswith("-")), None)
+    return first if first in SUBCOMMANDS else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             "kcheck: error: stdout is closed; run kcheck with stdout open (e.g. >/dev/null)", file=sys.stderr
         )
         return int(ExitCode.BAD_INPUT)
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(subcommand(words)).parse_args(words)
     stdout = sys.stdout
     sys.stdout = _GuardedStdout(stdout)
     try:

@@ -120,14 +120,29 @@ def test_every_format_on_the_live_probe(fmt):
     assert "\x1b[" not in done.stdout  # not a tty: never colour
 
 
-def test_probe_path_does_not_import_gitpython():
+# What the probe never needs: GitPython and rich, and every other subcommand's code.
+NOT_ON_THE_PROBE_PATH = (
+    "git",
+    "rich",
+    "kcheck.builder",
+    "kcheck.cr",
+    "kcheck.patchsets.cli",
+    "kcheck.patchsets.audit",
+    "kcheck.completion",
+)
+
+
+@pytest.mark.parametrize("checks", [["--check", "kernel.release"], []])
+def test_probe_path_imports_nothing_it_does_not_need(checks):
     code = (
-        "import sys; from kcheck.cli import main; "
-        "rc = main(['probe', '--check', 'kernel.release', '--format', 'json']); "
-        "print('git' in sys.modules or 'rich' in sys.modules)"
+        "import json, sys; from kcheck.cli import main; "
+        f"rc = main(['probe', '--format', 'json', *{checks!r}]); "
+        "print(json.dumps(sorted(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "kcheck.probe.engine" in loaded  # the probe ran
+    assert not [name for name in loaded if name.startswith(NOT_ON_THE_PROBE_PATH)]
 
 
 def test_python_dash_m_entry_point():
