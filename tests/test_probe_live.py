@@ -130,6 +130,43 @@ def test_timeout_kills_the_child_and_reports_unknown():
     assert host_state() == before
 
 
+def process_group(pgid: int) -> list[str]:
+    """Every process still in process group `pgid`: 'pid state command'."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        command, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            found.append(f"{stat.parent.name} {fields[0]} {command}")
+    return found
+
+
+@requires_root
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param([], id="every-check"),
+        pytest.param(["--timeout", "0.001"], id="timeout"),  # each child killed at its deadline
+        pytest.param(["--check", "aio.*"], id="aio-only"),  # the child left to finish io_destroy
+    ],
+)
+def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args):
+    """kcheck reaps every child itself: no zombie, no orphan reparented to init, which a CI
+    step or a pod whose PID 1 does not reap would keep."""
+    probe = subprocess.Popen(
+        [*kcheck_argv(), "probe", "--format", "json", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, to look into afterwards
+    )
+    stdout, stderr = probe.communicate(timeout=120)
+    assert json.loads(stdout)["schema"] == "kcheck.probe/1", stderr
+    assert process_group(probe.pid) == []
+
+
 def test_unprivileged_user_uses_a_user_namespace():
     done = subprocess.run(
         [*NOBODY, *kcheck_argv(), "probe", "--format", "json", "--check", "overlayfs.*", "--check", "aio.*"],

@@ -89,9 +89,12 @@ def probe_setup(
 
 def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext) -> Report:
     catalog = ctx.catalog
-    if ctx.mode == "live":
-        ctx.prefetch(dict.fromkeys(spec.source for spec in specs if not _privilege_missing(spec)))
-    results = [_run_one(spec, ctx) for spec in specs]
+    try:
+        if ctx.mode == "live":
+            ctx.prefetch(dict.fromkeys(spec.source for spec in specs if not _privilege_missing(spec)))
+        results = [_run_one(spec, ctx) for spec in specs]
+    finally:
+        ctx.close()  # every child reaped before the report exists, on every path
     release = parse_release(ctx.release)
     kernel: dict[str, object] = {
         "release": ctx.release,

@@ -51,9 +51,11 @@ Finisher = Callable[[], Any]
 @dataclass(frozen=True)
 class Background:
     """A collector that starts work (a child, a tool) and finishes it later, so several
-    can wait at the same time. Called directly, it starts and finishes at once."""
+    can wait at the same time. Called directly, it starts and finishes at once. The
+    slowest start first (lower `order`), so everything else hides behind them."""
 
     start: Callable[[ProbeContext], Finisher]
+    order: int = 0
 
     def __call__(self, ctx: ProbeContext) -> Any:
         return self.start(ctx)()
@@ -87,13 +89,25 @@ class ProbeContext:
 
     def __post_init__(self) -> None:
         self._cache: dict[str, Any] = {}
+        # Children that reported and still finish their own cleanup (the AIO ring's io_destroy);
+        # close() waits for them, so their exit overlaps the rest of the probe.
+        self.lingering: list[int] = []
 
     def prefetch(self, sources: Iterable[str]) -> None:
-        """Start the background collectors among `sources` now, so their waits overlap."""
-        for source in sources:
-            collector = self.sources[source]
-            if source not in self._cache and isinstance(collector, Background):
-                self._cache[source] = _collect(lambda c=collector: _Started(c.start(self)))
+        """Start the background collectors among `sources` now, slowest first, so their waits overlap."""
+        started = [s for s in sources if isinstance(self.sources[s], Background) and s not in self._cache]
+        for source in sorted(started, key=lambda s: self.sources[s].order):
+            self._cache[source] = _collect(lambda c=self.sources[source]: _Started(c.start(self)))
+
+    def close(self) -> None:
+        """Finish what was started and never collected, and reap every child: nothing this
+        probe started outlives it, whatever the exit path."""
+        for source, value in list(self._cache.items()):
+            if isinstance(value, _Started):
+                self._cache[source] = _collect(value.finish)
+        deadline = time.monotonic() + self.timeout
+        while self.lingering:
+            wait_or_kill(self.lingering.pop(), deadline)
 
     def observe(self, source: str) -> Any:
         if source not in self._cache:
@@ -226,14 +240,14 @@ def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--ti
 
 
 def start_aio(ctx: ProbeContext) -> Finisher:
-    """Create an AIO ring, move it, and test it (CRIU's aio_remap), in a detached child.
+    """Create an AIO ring, move it, and test it (CRIU's aio_remap), in a child.
 
     The child creates the ring itself: a ring inherited across fork is never moved
     (that oopses kernels without "aio: fix mremap after fork null-deref"). It reports
-    before io_destroy, whose RCU wait (~30 ms) would otherwise dominate the probe, and
-    is orphaned to init so nobody waits for it.
+    before io_destroy, whose RCU wait (~30 ms) would otherwise hold the probe up, and
+    lingers: the probe reaps it last (ProbeContext.close), so that wait overlaps the rest.
     """
-    return start_child("AIO probe", _aio_child, ctx.timeout, detach=True)
+    return start_child("AIO probe", _aio_child, ctx.timeout, linger=ctx.lingering)
 
 
 def _aio_child(report: Callable[[dict[str, Any]], None]) -> None:
@@ -314,16 +328,21 @@ def start_overlay(ctx: ProbeContext) -> Finisher:
     def work(report: Callable[[dict[str, Any]], None]) -> None:
         report(_overlay_child())
 
-    return start_child("overlay probe", work, ctx.timeout, detach=False)
+    return start_child("overlay probe", work, ctx.timeout)
 
 
 def start_child(
-    what: str, work: Callable[[Callable[[dict[str, Any]], None]], None], timeout: float, *, detach: bool
+    what: str,
+    work: Callable[[Callable[[dict[str, Any]], None]], None],
+    timeout: float,
+    *,
+    linger: list[int] | None = None,
 ) -> Finisher:
     """Run `work` in a forked child; it reports one JSON observation through a pipe.
 
-    Attached children die with this process and are killed on timeout. A detached child
-    is a grandchild orphaned to init, so its cleanup after reporting costs us nothing.
+    The child dies with this process, and is killed on timeout. Once it reported, it is
+    reaped at once, or with `linger` left to finish its cleanup: its pid goes there, and
+    the caller reaps it later (wait_or_kill).
     """
     try:
         read_end, write_end = os.pipe()
@@ -339,12 +358,7 @@ def start_child(
         code = 0
         try:
             os.close(read_end)
-            if detach:
-                if os.fork() != 0:
-                    os._exit(0)
-                _detach_from_caller_fds(keep=write_end)
-            if not detach:
-                syscalls.set_parent_death_signal(signal.SIGKILL)
+            syscalls.set_parent_death_signal(signal.SIGKILL)
             work(lambda obs: os.write(write_end, json.dumps(obs).encode() + b"\n"))
         except BaseException as exc:
             os.write(write_end, json.dumps({"crash": repr(exc)}).encode() + b"\n")
@@ -352,18 +366,20 @@ def start_child(
         finally:
             os._exit(code)
     os.close(write_end)
-    if detach:
-        os.waitpid(pid, 0)  # the intermediate child exits at once
     deadline = time.monotonic() + timeout
 
     def finish() -> dict[str, Any]:
+        reported = False
         try:
             line = _read_line(read_end, deadline)
+            reported = True
         except TimeoutError:
             raise Unavailable(f"{what} did not finish within {timeout:g}s; raise --timeout") from None
         finally:
             os.close(read_end)
-            if not detach:
+            if reported and linger is not None:
+                linger.append(pid)
+            else:
                 reap(pid)
         try:
             result = json.loads(line or b"{}")
@@ -376,16 +392,6 @@ def start_child(
         return result
 
     return finish
-
-
-def _detach_from_caller_fds(keep: int) -> None:
-    """Drop inherited descriptors, so a caller reading our stdout/stderr to EOF
-    (`$(kcheck probe)`, subprocess pipes) does not wait for a detached child."""
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
 
 def _read_line(fd: int, deadline: float) -> bytes:
@@ -410,6 +416,19 @@ def reap(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def wait_or_kill(pid: int, deadline: float) -> None:
+    """Reap a child that is finishing on its own; kill it if it is still there at `deadline`."""
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.001)
+    reap(pid)
 
 
 def _overlay_child() -> dict[str, Any]:
@@ -507,9 +526,9 @@ SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
     "release": observe_release,
     "fdinfo": observe_fdinfo,
     "config": observe_config,
-    "criu": Background(start_criu),
-    "trial": Background(start_criu_trial),
-    "aio": Background(start_aio),
-    "overlay": Background(start_overlay),
+    "criu": Background(start_criu, order=0),  # criu check: the longest wait
+    "trial": Background(start_criu_trial, order=1),
+    "aio": Background(start_aio, order=2),
+    "overlay": Background(start_overlay, order=3),
     "image": observe_image,
 }

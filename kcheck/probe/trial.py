@@ -76,7 +76,7 @@ def start_criu_trial(ctx: ProbeContext) -> Finisher:
         report(_drive(criu, scratch, ctx.timeout))
 
     try:
-        finish = start_child("criu trial", work, ctx.timeout * DRIVER_TIMEOUTS, detach=False)
+        finish = start_child("criu trial", work, ctx.timeout * DRIVER_TIMEOUTS)
     except Unavailable:
         _remove_dir(scratch)
         raise
