@@ -18,6 +18,7 @@ from kcheck.builder.context import Run
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.progress import shell_line
 from kcheck.builder.report import failing, print_conflict
+from kcheck.builder.stages import FetchStage, run_kernel_stage
 from kcheck.builder.state import Stage, StageStatus
 from kcheck.core.repos import git_reason, open_repo
 from kcheck.errors import KcheckError, StageFailed
@@ -49,17 +50,11 @@ def fetch_and_pick(run: Run, tree: TreeGit) -> None:
     run.say(f"kernel {release.raw} at {head[:12]}; patchsets: {names}")
     selection = plan.classify(run.tree, patchsets)
     fetch_plan = gitops.plan_fetch([f.commit for f in selection.to_pick], tree.has_commit)
-    run.state.start(Stage.FETCH, {"upstream": run.upstream, "refspecs": fetch_plan.refspecs})
     if fetch_plan:
-        with run.progress.stage("fetch", shell_line(fetch_plan.argv())):
-            try:
-                gitops.fetch(tree, run.upstream, fetch_plan)
-            except StageFailed:
-                failing(run, Stage.FETCH)
-                raise
-        run.state.finish(Stage.FETCH)
+        run_kernel_stage(FetchStage(run, tree, fetch_plan))
         selection = plan.classify(run.tree, patchsets)  # again, with the fetched objects
     else:
+        run.state.start(Stage.FETCH, {"upstream": run.upstream, "refspecs": []})
         run.say("[fetch] nothing to fetch: the tree has every commit it needs to decide and pick")
         run.state.finish(Stage.FETCH)
     unknown = [f for f in selection.findings if f.status == AuditStatus.UNKNOWN]

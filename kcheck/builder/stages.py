@@ -16,6 +16,7 @@ from kcheck.builder import gitops, kbuild
 from kcheck.builder.context import VERIFY_REPORT, Run, built_image, make_variables, sha256
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import BuildOptions
+from kcheck.builder.progress import shell_line
 from kcheck.builder.records import write_build_record, write_records
 from kcheck.builder.report import failing
 from kcheck.builder.state import Stage
@@ -96,6 +97,31 @@ class CloneStage(KernelStep):
         repo, partial = gitops.clone(options.repo, tree, argv, self.run.log)
         with repo:
             return {"commit": repo.head.commit.hexsha, "partial": partial}
+
+
+class FetchStage(KernelStep):
+    """Fetch from the upstream only the commits the tree lacks (never a full remote update).
+    Never skipped: what a previous run fetched is in the tree, so the plan asks for nothing."""
+
+    name = Stage.FETCH.value
+
+    def __init__(self, run: Run, tree: TreeGit, fetch: gitops.FetchPlan) -> None:
+        super().__init__(run, tree)
+        self.fetch = fetch
+
+    def inputs(self) -> dict[str, Any]:
+        return {"upstream": self.run.upstream, "refspecs": self.fetch.refspecs}
+
+    def still_done(self, outputs: dict[str, Any]) -> bool:
+        return False
+
+    def label(self) -> str:
+        return shell_line(self.fetch.argv())
+
+    def work(self) -> dict[str, Any]:
+        assert self.tree is not None
+        gitops.fetch(self.tree, self.run.upstream, self.fetch)
+        return {}
 
 
 class TreeStage(KernelStep):
