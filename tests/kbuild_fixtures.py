@@ -134,6 +134,29 @@ FIX_AFTER = '{ "HOME=/", "TERM=linux", "KCHECK_FIX=applied", NULL, }'
 FIX_SUBJECT = "init: tell the init process the kcheck fix is applied"
 
 
+UPSTREAM_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Upstream Dev",
+    "GIT_AUTHOR_EMAIL": "dev@kernel.example",
+    "GIT_COMMITTER_NAME": "Upstream Dev",
+    "GIT_COMMITTER_EMAIL": "dev@kernel.example",
+}
+
+
+def commit_file_on_head(repo: git.Repo, scratch: Path, name: str, text: str, message: str) -> str:
+    """In a bare repo: a commit on HEAD that writes `text` to `name` (through a temporary index
+    in `scratch`), as the upstream developer; its SHA. HEAD does not move."""
+    index, content = scratch / "kcheck-commit.index", scratch / "kcheck-commit.blob"
+    with repo.git.custom_environment(GIT_INDEX_FILE=str(index), **UPSTREAM_IDENTITY):
+        repo.git.read_tree("HEAD")
+        content.write_text(text)
+        blob = repo.git.hash_object("-w", str(content))
+        repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{name}")
+        sha = repo.git.commit_tree(repo.git.write_tree(), "-p", "HEAD", "-m", message)
+    index.unlink()
+    content.unlink()
+    return sha
+
+
 def upstream_with_a_real_fix(path: Path) -> tuple[str, str]:
     """A bare clone of the cached kernel with one real commit on top (tag v6.1-kcheck-fix).
 
@@ -144,23 +167,8 @@ def upstream_with_a_real_fix(path: Path) -> tuple[str, str]:
     with repo:
         original = repo.git.show(f"HEAD:{FIX_FILE}")
         assert FIX_BEFORE in original
-        index = path / "fix.index"
-        with repo.git.custom_environment(
-            GIT_INDEX_FILE=str(index),
-            GIT_AUTHOR_NAME="Upstream Dev",
-            GIT_AUTHOR_EMAIL="dev@kernel.example",
-            GIT_COMMITTER_NAME="Upstream Dev",
-            GIT_COMMITTER_EMAIL="dev@kernel.example",
-        ):
-            repo.git.read_tree("HEAD")
-            fixed = path / "fixed-main.c"
-            fixed.write_text(original.replace(FIX_BEFORE, FIX_AFTER) + "\n")
-            blob = repo.git.hash_object("-w", str(fixed))
-            repo.git.update_index("--cacheinfo", f"100644,{blob},{FIX_FILE}")
-            tree = repo.git.write_tree()
-            fix = repo.git.commit_tree(tree, "-p", "HEAD", "-m", f"{FIX_SUBJECT}\n\nA small real change.")
-        index.unlink()
-        fixed.unlink()
+        fixed = original.replace(FIX_BEFORE, FIX_AFTER) + "\n"
+        fix = commit_file_on_head(repo, path, FIX_FILE, fixed, f"{FIX_SUBJECT}\n\nA small real change.")
         repo.git.update_ref("refs/heads/main", fix)
         repo.git.tag("-a", "-m", "fix", "v6.1-kcheck-fix", fix)
     return str(path), fix

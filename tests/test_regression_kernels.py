@@ -21,7 +21,9 @@ from conftest import requires_root, run_kcheck
 from gitrepos import catalog_commit, patchset, write_catalog
 from kbuild_fixtures import (
     STOCK_VM_LIVE_RESULTS,
+    UPSTREAM_IDENTITY,
     VM_BUILD,
+    commit_file_on_head,
     live_results,
     patch_header,
     regression_kernel,
@@ -99,27 +101,15 @@ UNRELATED_SUBJECT = "Documentation: a note kcheck's tests pick instead of the fi
 def upstream_with_the_inverse(regression: Path, path: Path) -> dict[str, str]:
     """A bare clone of the regression tree plus two commits on its HEAD: the fix (the regression's
     inverse, tag v6.1-kcheck-ovl-fix) and an unrelated one (tag v6.1-kcheck-unrelated)."""
-    env = {
-        "GIT_AUTHOR_NAME": "Upstream Dev",
-        "GIT_AUTHOR_EMAIL": "dev@kernel.example",
-        "GIT_COMMITTER_NAME": "Upstream Dev",
-        "GIT_COMMITTER_EMAIL": "dev@kernel.example",
-    }
     shas = {}
-    with git.Repo.clone_from(str(regression), path, bare=True) as repo, repo.git.custom_environment(**env):
-        # The fix's tree is the stock tree: exactly the regression, undone.
-        shas["fix"] = repo.git.commit_tree("HEAD~1^{tree}", "-p", "HEAD", "-m", FIX_SUBJECT)
-        index = path / "unrelated.index"
-        with repo.git.custom_environment(GIT_INDEX_FILE=str(index)):
-            repo.git.read_tree("HEAD")
-            note = path / "note.rst"
-            note.write_text("A note that changes nothing the kernel compiles.\n")
-            blob = repo.git.hash_object("-w", str(note))
-            repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},Documentation/kcheck-note.rst")
-            tree = repo.git.write_tree()
-        index.unlink()
-        note.unlink()
-        shas["unrelated"] = repo.git.commit_tree(tree, "-p", "HEAD", "-m", UNRELATED_SUBJECT)
+    with git.Repo.clone_from(str(regression), path, bare=True) as repo:
+        with repo.git.custom_environment(**UPSTREAM_IDENTITY):
+            # The fix's tree is the stock tree: exactly the regression, undone.
+            shas["fix"] = repo.git.commit_tree("HEAD~1^{tree}", "-p", "HEAD", "-m", FIX_SUBJECT)
+        note = "A note that changes nothing the kernel compiles.\n"
+        shas["unrelated"] = commit_file_on_head(
+            repo, path, "Documentation/kcheck-note.rst", note, UNRELATED_SUBJECT
+        )
         repo.git.tag("-a", "-m", "fix", "v6.1-kcheck-ovl-fix", shas["fix"])
         repo.git.tag("-a", "-m", "unrelated", "v6.1-kcheck-unrelated", shas["unrelated"])
     return shas
