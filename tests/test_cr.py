@@ -201,6 +201,35 @@ def test_engine_failure_exits_1_with_the_last_lines_of_its_stderr(host):
     assert "daemon line 3" not in done.stderr  # only the last 5 lines
 
 
+# FAKE docker failing on demand: dockerd's checkpoint upload race (moby#42900) shows only now
+# and then on the real stack, so a fake makes it happen when the test needs it.
+UPLOAD_RACE = (
+    "Error response from daemon: failed to upload checkpoint to containerd: commit failed: "
+    "content sha256:52c05e0e1b26eb19819331714c95c238050ebfd8e89518846259f5d2d8f8291b: already exists\n"
+)
+
+
+@pytest.mark.parametrize(("times", "code"), [(1, 0), (2, 1)])
+def test_docker_restore_tries_once_more_after_the_upload_race(host, times, code):
+    host.set_running("docker", "web", False)
+    host.fail("docker start --checkpoint", UPLOAD_RACE, times=times)
+    done = cr(host, "restore", "web")
+    assert done.returncode == code, done.stderr
+    assert "checkpoint upload race (moby#42900" in done.stderr
+    starts = [c for c in host.calls("docker") if c["argv"][:2] == ["start", "--checkpoint"]]
+    assert len(starts) == 2  # one more try, never a loop
+    if code:
+        assert "already exists" in done.stderr
+
+
+def test_other_docker_restore_failures_are_not_retried(host):
+    host.set_running("docker", "web", False)
+    host.fail("docker start --checkpoint", "Error response from daemon: criu failed\n")
+    done = cr(host, "restore", "web")
+    assert done.returncode == 1 and "upload race" not in done.stderr
+    assert len([c for c in host.calls("docker") if c["argv"][:2] == ["start", "--checkpoint"]]) == 1
+
+
 @pytest.mark.parametrize("container", ["-rf", "a/b", "web;reboot", "", "_web"])
 def test_invalid_container_name_is_bad_input_and_nothing_runs(host, container):
     done = cr(host, "checkpoint", "--", container)

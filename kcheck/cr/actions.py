@@ -193,7 +193,16 @@ def restore(req: Request) -> int:
         engines.refuse_custom_dir(req.checkpoint_dir)
         _docker_ready(req, runner)
         _preflight(req, external_cr=False)
-        runner.run(engines.docker_restore_argv(container, req.checkpoint_name, req.checkpoint_dir))
+        argv = engines.docker_restore_argv(container, req.checkpoint_name, req.checkpoint_dir)
+        try:
+            runner.run(argv)
+        except Refused as exc:
+            if not engines.is_docker_upload_race(str(exc)):
+                raise
+            channel.warn(
+                "docker hit its checkpoint upload race (moby#42900: content already exists); trying once more"
+            )
+            runner.run(argv)
         if not req.dry_run:
             _confirm_running("docker", container)
     elif engine == "podman":

@@ -21,6 +21,10 @@ RUNC_CONF = Path("/etc/criu/runc.conf")
 # dockerd restores only from its own checkpoint dir from 17.12 on (containerd 1.0):
 # `docker start --checkpoint-dir` says "custom checkpointdir is not supported" (moby#37344).
 DOCKER_CUSTOM_DIR_RESTORE_BELOW = "17.12"
+# dockerd's upload of a checkpoint to containerd can race its own earlier upload of the same
+# content and fail with "commit failed: content sha256:...: already exists" (moby#42900, fixed
+# upstream in 2024; Debian's docker.io 20.10 still has it). The checkpoint is intact: try again.
+DOCKER_UPLOAD_RACE = ("failed to upload checkpoint to containerd", "already exists")
 TCP_ESTABLISHED = "tcp-established"
 
 
@@ -212,3 +216,8 @@ def podman_restore_argv(
         *(["--tcp-established"] if tcp_established else []),
         *([container] if container and not import_file else []),
     ]
+
+
+def is_docker_upload_race(message: str) -> bool:
+    """The failure of `docker start --checkpoint` that a second try gets past (moby#42900)."""
+    return all(part in message for part in DOCKER_UPLOAD_RACE)

@@ -8,7 +8,8 @@ from $KCHECK_FAKE_STATE/state.json:
   {"docker": {"containers": [inspect objects], "experimental": true, "version": "20.10.24"},
    "podman": {"containers": [...]},
    "criu": {"version": "4.1", "check_output": "Looks good.", "check_returncode": 0},
-   "fail": {"docker checkpoint create": {"returncode": 1, "stderr": "..."}}}   # by argv prefix
+   "fail": {"docker checkpoint create": {"returncode": 1, "stderr": "...", "times": 1}}}
+   # by argv prefix; "times", when given, fails only that many calls
 Like the real engines, a checkpoint (without --leave-running / -R) stops the container and a
 restore starts it: State.Running changes in state.json.
 """
@@ -38,7 +39,10 @@ def main() -> int:
 
     command = " ".join([tool, *argv])
     for prefix, answer in state.get("fail", {}).items():
-        if command.startswith(prefix):
+        if command.startswith(prefix) and answer.get("times", 1) > 0:
+            if "times" in answer:  # fail only so many times, then answer as usual
+                answer["times"] -= 1
+                (STATE / "state.json").write_text(json.dumps(state))
             sys.stderr.write(answer["stderr"])
             return answer["returncode"]
     engine = state.get(tool, {})

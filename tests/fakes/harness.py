@@ -57,9 +57,11 @@ class FakeHost:
                 container["State"]["Running"] = running
         self.save()
 
-    def fail(self, prefix: str, stderr: str, returncode: int = 1) -> None:
-        """Make the FAKE calls whose `tool argv...` starts with prefix fail this way."""
-        self.state.setdefault("fail", {})[prefix] = {"stderr": stderr, "returncode": returncode}
+    def fail(self, prefix: str, stderr: str, returncode: int = 1, times: int | None = None) -> None:
+        """Make the FAKE calls whose `tool argv...` starts with prefix fail this way (only the
+        first `times` of them, when given)."""
+        answer = {"stderr": stderr, "returncode": returncode}
+        self.state.setdefault("fail", {})[prefix] = answer if times is None else {**answer, "times": times}
         self.save()
 
     def calls(self, tool: str | None = None) -> list[dict]:
