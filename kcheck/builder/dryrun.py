@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import git
+
 from kcheck.builder import gitops, kbuild, plan
 from kcheck.builder.arch import arch_facts
 from kcheck.builder.context import METADATA, REPRODUCER, tree_path
@@ -36,8 +38,8 @@ def dry_run_plan(
         variables = kbuild.make_variables(options, "<committer date of the cloned commit>")
         stale: list[kbuild.ConfigSetting] = []
     else:
-        lines += dry_run_picks(options, catalog, upstream, tree)
         with open_repo(tree, f"{tree}: not a git repository; pass --tree a kernel git tree") as repo:
+            lines += dry_run_picks(options, catalog, upstream, tree, repo)
             variables = kbuild.make_variables(options, TreeGit(repo, None).commit_date("HEAD"))
         stale = kbuild.stale_key_settings(kbuild.base_config_text(config_path), tree)
     lines.append(f"# {base}: the options of {config_path}")
@@ -76,23 +78,22 @@ def dry_run_plan(
 
 
 def dry_run_picks(
-    options: BuildOptions, catalog: dict[str, Patchset], upstream: str, tree: Path
+    options: BuildOptions, catalog: dict[str, Patchset], upstream: str, tree: Path, repo: git.Repo
 ) -> list[str]:
     from contextlib import nullcontext
 
     from kcheck.core.repos import open_upstream
 
-    release, head, patchsets = plan.selected(tree, catalog, options.patchsets)
+    release, head, patchsets = plan.selected(repo, tree, catalog, options.patchsets)
     lines = [f"# tree {tree}: kernel {release.raw} at {head[:12]}"]
     lines.append(f"# patchsets: {', '.join(p.name for p in patchsets) or 'none needed for this version'}")
-    local = plan.classify(tree, patchsets)
-    with open_repo(tree, f"{tree}: not a git repository; pass --tree a kernel git tree") as repo:
-        fetch = gitops.plan_fetch([f.commit for f in local.to_pick], TreeGit(repo, None).has_commit)
-        remote = gitops.remote_argv(TreeGit(repo, None), upstream) if fetch else None
+    local = plan.classify(repo, tree, patchsets)
+    fetch = gitops.plan_fetch([f.commit for f in local.to_pick], TreeGit(repo, None).has_commit)
+    remote = gitops.remote_argv(TreeGit(repo, None), upstream) if fetch else None
     # A local upstream clone is read now, so the picks are exact; a URL is only read by the run.
     tags = {c.tag for p in patchsets for c in p.commits}
     with open_upstream(upstream, tags) if Path(upstream).is_dir() else nullcontext() as upstream_repo:
-        selection = plan.classify(tree, patchsets, upstream_repo) if upstream_repo else local
+        selection = plan.classify(repo, tree, patchsets, upstream_repo) if upstream_repo else local
     recipe = plan.pick_plan(
         fetch, remote, plan.picks_of(selection.to_pick), head, [p.name for p in patchsets]
     )

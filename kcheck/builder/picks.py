@@ -39,7 +39,7 @@ def fetch_and_pick(run: Run, tree: TreeGit) -> None:
             interrupted = None  # killed before its branch was checked out: start afresh
     else:
         interrupted = None
-    release, head, patchsets = plan.selected(run.tree, run.catalog, run.options.patchsets)
+    release, head, patchsets = plan.selected(tree.repo, run.tree, run.catalog, run.options.patchsets)
     inputs = pick_inputs(run, patchsets)
     done = run.state.done_with(Stage.PICK, inputs)
     if done and done.outputs.get("head") == head:
@@ -48,11 +48,11 @@ def fetch_and_pick(run: Run, tree: TreeGit) -> None:
         return
     names = ", ".join(p.name for p in patchsets) or "none"
     run.say(f"kernel {release.raw} at {head[:12]}; patchsets: {names}")
-    selection = plan.classify(run.tree, patchsets)
+    selection = plan.classify(tree.repo, run.tree, patchsets)
     fetch_plan = gitops.plan_fetch([f.commit for f in selection.to_pick], tree.has_commit)
     if fetch_plan:
         run_kernel_stage(FetchStage(run, tree, fetch_plan))
-        selection = plan.classify(run.tree, patchsets)  # again, with the fetched objects
+        selection = plan.classify(tree.repo, run.tree, patchsets)  # again, with the fetched objects
     else:
         run.state.start(Stage.FETCH, {"upstream": run.upstream, "refspecs": []})
         run.say("[fetch] nothing to fetch: the tree has every commit it needs to decide and pick")

@@ -17,7 +17,7 @@ import git
 
 from kcheck.builder.gitops import REMOTE, FetchPlan, plan_fetch, tag_argv
 from kcheck.core.release import KernelRelease, KernelVersion
-from kcheck.core.repos import open_tree
+from kcheck.core.repos import kernel_tree
 from kcheck.errors import KcheckError
 from kcheck.patchsets.audit import PRESENT, AuditStatus, Finding, audit
 from kcheck.patchsets.catalog import Patchset
@@ -67,19 +67,19 @@ def check_patchset_names(catalog: dict[str, Patchset], names: tuple[str, ...]) -
 
 
 def selected(
-    tree: Path, catalog: dict[str, Patchset], forced: tuple[str, ...]
+    repo: git.Repo, tree: Path, catalog: dict[str, Patchset], forced: tuple[str, ...]
 ) -> tuple[KernelRelease, str, list[Patchset]]:
     """The tree's release, HEAD, and the patchsets it gets (cheap: no history is read)."""
-    kernel = open_tree(tree, "HEAD")
-    with kernel.repo:
-        return kernel.release, kernel.head, select_patchsets(catalog, kernel.release.version, forced)
+    kernel = kernel_tree(repo, tree, "HEAD")
+    return kernel.release, kernel.head, select_patchsets(catalog, kernel.release.version, forced)
 
 
-def classify(tree: Path, patchsets: list[Patchset], upstream: git.Repo | None = None) -> Selection:
+def classify(
+    repo: git.Repo, tree: Path, patchsets: list[Patchset], upstream: git.Repo | None = None
+) -> Selection:
     """`kcheck audit` of the tree's HEAD: with the tree's own objects, plus `upstream`'s if given."""
-    kernel = open_tree(tree, "HEAD")
-    with kernel.repo:
-        report = audit(kernel, patchsets, upstream, str(upstream.git_dir) if upstream else None)
+    kernel = kernel_tree(repo, tree, "HEAD")
+    report = audit(kernel, patchsets, upstream, str(upstream.git_dir) if upstream else None)
     return Selection(kernel.release, kernel.head, tuple(patchsets), report.findings)
 
 

@@ -108,6 +108,11 @@ class KernelTree:
 def open_tree(path: Path, rev: str) -> KernelTree:
     """Open a kernel git tree at `rev` and read its version from the Makefile at that rev."""
     repo = open_repo(path, f"{path}: not a git repository; pass the top directory of a kernel git tree")
+    return kernel_tree(repo, path, rev)
+
+
+def kernel_tree(repo: git.Repo, path: Path, rev: str) -> KernelTree:
+    """The kernel tree at `rev` of a repository already open (a run opens its tree once)."""
     try:
         head = resolve_commit(repo, rev)
     except AmbiguousSha:
