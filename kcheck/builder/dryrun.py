@@ -15,7 +15,7 @@ from kcheck.builder.options import BuildOptions
 from kcheck.builder.progress import shell_line
 from kcheck.builder.report import reboot_argv
 from kcheck.core.buildrecord import BUILD_RECORD_DIR, host_records_dir
-from kcheck.core.repos import open_repo
+from kcheck.core.repos import open_kernel_repo
 from kcheck.patchsets.catalog import Patchset
 
 
@@ -38,7 +38,7 @@ def dry_run_plan(
         variables = kbuild.make_variables(options, "<committer date of the cloned commit>")
         stale: list[kbuild.ConfigSetting] = []
     else:
-        with open_repo(tree, f"{tree}: not a git repository; pass --tree a kernel git tree") as repo:
+        with open_kernel_repo(tree) as repo:
             lines += dry_run_picks(options, catalog, upstream, tree, repo)
             variables = kbuild.make_variables(options, TreeGit(repo, None).commit_date("HEAD"))
         stale = kbuild.stale_key_settings(kbuild.base_config_text(config_path), tree)

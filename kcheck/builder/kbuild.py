@@ -14,7 +14,7 @@ from pathlib import Path
 from kcheck.builder.options import BuildOptions, ConfigSetting
 from kcheck.builder.progress import BuildLog, shell_line
 from kcheck.core import kconfig
-from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, parse_kconfig, read_config_file
+from kcheck.core.kconfig import parse_kconfig, read_config_file, running_config_candidates
 from kcheck.errors import KcheckError, StageFailed
 
 BUILD_USER = "kcheck"
@@ -39,7 +39,7 @@ class Command:
 
 def running_config(release: str) -> Path:
     """`--config running`: /proc/config.gz, else /boot/config-RELEASE (and the modules dir copies)."""
-    for path in [RUNNING_CONFIG, *(Path("/", location) for location in config_locations(release))]:
+    for path in running_config_candidates(release):
         if path.is_file():
             return path
     raise KcheckError(

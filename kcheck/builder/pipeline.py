@@ -7,16 +7,14 @@ from kcheck.builder.gitops import TreeGit
 from kcheck.builder.picks import continue_stage, fetch_and_pick, git_failures
 from kcheck.builder.report import print_next_steps, reboot
 from kcheck.builder.stages import TREE_STAGES, CloneStage, run_kernel_stage
-from kcheck.core.repos import open_repo
+from kcheck.core.repos import open_kernel_repo
 
 
 def run_stages(run: Run, continuing: bool) -> None:
     """Everything after preflight; StageFailed (exit 1) when a stage fails."""
     if CloneStage.wanted(run.options):
         run_kernel_stage(CloneStage(run, None))
-    tree = TreeGit(
-        open_repo(run.tree, f"{run.tree}: not a git repository; pass --tree a kernel git tree"), run.log
-    )
+    tree = TreeGit(open_kernel_repo(run.tree), run.log)
     with tree.repo, git_failures(run):
         if continuing:
             continue_stage(run, tree)

@@ -21,7 +21,7 @@ def failing(run: Run, stage: Stage) -> None:
         run.state.finish(stage, StageStatus.FAILED)
     tail = run.log.tail()
     lines = "".join(f"\n  {line}" for line in tail)
-    channel.error(f"stage {stage.value} failed; the last {len(tail)} lines of {run.log.path}:{lines}")
+    channel.note(f"stage {stage.value} failed; the last {len(tail)} lines of {run.log.path}:{lines}")
     run.say("Next steps:")
     run.say(f"  read {run.log.path}, fix the cause, then rerun the same command: finished stages are skipped")
 

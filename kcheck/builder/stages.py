@@ -8,6 +8,7 @@ resume and conflict handling, are in picks.py.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,9 @@ class TreeStage(KernelStep):
 
     tree: TreeGit
 
-    @property
+    @functools.cached_property
     def variables(self) -> tuple[str, ...]:
+        """Once per stage: each computation asks git for the original commit's date."""
         return make_variables(self.run, self.tree)
 
 
@@ -348,7 +350,7 @@ def refuse_unverified(run: Run) -> None:
     if run.options.force:
         run.say(f"[install] warning: --force: installing a kernel verified {verdict}")
         return
-    channel.error(
+    channel.note(
         f"[install] refused: the verified kernel is {verdict} ({detail}); "
         "fix it, or pass --force to install it anyway"
     )

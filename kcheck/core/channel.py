@@ -1,5 +1,5 @@
 """The one output channel of kcheck's domain code: `say` what happens and what came out
-(stdout), `note` what kcheck runs, `warn` and `error` (stderr, prefixed "kcheck:").
+(stdout), `note` what kcheck runs or refuses, and `warn` (stderr, prefixed "kcheck:").
 
 Domain code never prints. The CLI owns the streams: they are looked up at each call, so the
 CLI's guarded stdout (and a test's capture) apply to everything said here.
@@ -22,14 +22,10 @@ def say(text: str, end: str = "\n") -> None:
 
 
 def note(text: str) -> None:
-    """What kcheck is doing (a command it runs, a check that passed), on stderr."""
+    """What kcheck is doing or refusing (a command it runs, a check that passed, a stage that
+    failed), on stderr."""
     _write(sys.stderr, f"kcheck: {text}\n")
 
 
 def warn(text: str) -> None:
     _write(sys.stderr, f"kcheck: warning: {text}\n")
-
-
-def error(text: str) -> None:
-    """A failure's message, before the command exits non-zero; extra lines are kept."""
-    _write(sys.stderr, f"kcheck: {text}\n")

@@ -24,6 +24,11 @@ def config_locations(release: str) -> list[str]:
     return [f"boot/config-{release}", f"lib/modules/{release}/config", f"usr/lib/modules/{release}/config"]
 
 
+def running_config_candidates(release: str) -> list[Path]:
+    """Where this host keeps its running kernel's config, in the order to try them."""
+    return [RUNNING_CONFIG, *(Path("/", location) for location in config_locations(release))]
+
+
 def parse_kconfig(text: str) -> dict[str, str]:
     """A kernel .config as {'CONFIG_X': 'y'|'m'|'n'|value}; an empty dict if none of it is config.
 

@@ -105,10 +105,14 @@ class KernelTree:
     release: KernelRelease
 
 
+def open_kernel_repo(path: Path) -> git.Repo:
+    """The repository of a kernel tree; bad input when `path` is none."""
+    return open_repo(path, f"{path}: not a git repository; pass the top directory of a kernel git tree")
+
+
 def open_tree(path: Path, rev: str) -> KernelTree:
     """Open a kernel git tree at `rev` and read its version from the Makefile at that rev."""
-    repo = open_repo(path, f"{path}: not a git repository; pass the top directory of a kernel git tree")
-    return kernel_tree(repo, path, rev)
+    return kernel_tree(open_kernel_repo(path), path, rev)
 
 
 def kernel_tree(repo: git.Repo, path: Path, rev: str) -> KernelTree:

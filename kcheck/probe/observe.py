@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, read_config_file
+from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, read_config_file, running_config_candidates
 from kcheck.errors import KcheckError
 from kcheck.probe import DEFAULT_TIMEOUT, syscalls
 from kcheck.probe.image import observe_image
@@ -146,7 +146,7 @@ def config_candidates(release: str, root: Path | None = None) -> list[Path]:
     /proc/config.gz describes only the running kernel, so an image root skips it.
     """
     if root is None:
-        return [RUNNING_CONFIG, *(Path("/", path) for path in config_locations(release))]
+        return running_config_candidates(release)
     from kcheck.probe.image import image_path
 
     return [image_path(root, path) for path in config_locations(release)]  # links resolve inside the image
