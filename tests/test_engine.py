@@ -9,8 +9,10 @@ from kcheck.core.result import Evidence, ExitCode, Status, Verdict
 from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import load_catalog
 from kcheck.probe.checks import CHECK_IDS
+from kcheck.probe.children import Unavailable
+from kcheck.probe.early import EARLY
 from kcheck.probe.engine import run_probe, select_checks
-from kcheck.probe.observe import ProbeContext, Unavailable
+from kcheck.probe.observe import ProbeContext
 
 CATALOG = load_catalog()
 GOOD_CONFIG = {
@@ -150,3 +152,9 @@ def test_shipped_catalog_and_checks_name_the_same_patchsets():
         assert (found.name if found else None) == spec.patchset, spec.id
     for patchset in CATALOG.values():
         assert {s.id for s in CHECKS if s.patchset == patchset.name} == set(patchset.fixes)
+
+
+def test_early_started_sources_are_read_by_the_default_selection():
+    """kcheck.probe.early forks these before the imports; a source no default check reads
+    would be a child started for nothing."""
+    assert EARLY and set(EARLY) <= {spec.source for spec in select_checks()}

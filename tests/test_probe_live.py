@@ -151,11 +151,16 @@ def process_group(pgid: int) -> list[str]:
         pytest.param([], id="every-check"),
         pytest.param(["--timeout", "0.001"], id="timeout"),  # each child killed at its deadline
         pytest.param(["--check", "aio.*"], id="aio-only"),  # the child left to finish io_destroy
+        # bad input found after the early AIO child was forked (kcheck.probe.early)
+        pytest.param(["--catalog", "BROKEN"], id="bad-catalog"),
     ],
 )
-def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args):
+def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args, tmp_path):
     """kcheck reaps every child itself: no zombie, no orphan reparented to init, which a CI
     step or a pod whose PID 1 does not reap would keep."""
+    broken = "BROKEN" in args
+    (tmp_path / "broken.toml").write_text("name = [\n")
+    args = [str(tmp_path) if arg == "BROKEN" else arg for arg in args]
     probe = subprocess.Popen(
         [*kcheck_argv(), "probe", "--format", "json", *args],
         stdout=subprocess.PIPE,
@@ -163,7 +168,10 @@ def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args):
         start_new_session=True,  # its own process group, to look into afterwards
     )
     stdout, stderr = probe.communicate(timeout=120)
-    assert json.loads(stdout)["schema"] == "kcheck.probe/1", stderr
+    if broken:
+        assert probe.returncode == 3 and b"broken.toml" in stderr, stderr
+    else:
+        assert json.loads(stdout)["schema"] == "kcheck.probe/1", stderr
     assert process_group(probe.pid) == []
 
 

@@ -7,9 +7,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kcheck.core.args import path_arg, seconds
 from kcheck.probe import DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from kcheck.probe.early import EarlyStart
 
 FORMAT_NAMES = ("text", "json", "junit", "prometheus", "npd", "github")
 DEFAULT_BOOT_TIMEOUT = 300.0
@@ -137,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from kcheck.errors import KcheckError
-    from kcheck.probe.engine import probe_setup, run_probe, select_checks
 
     if args.boot is not None:
         return _emit(args, _probe_in_vm(args))
@@ -146,10 +149,24 @@ def _run(args: argparse.Namespace) -> int:
     offline = args.root is not None or args.release is not None
     if offline and args.timeout is not None:
         raise KcheckError("--timeout: live-only, but --root/--release judge a kernel offline; drop one")
+    if offline or args.check:
+        return _probe(args, None)
+    # A live probe of the default selection starts its slowest child now, before the imports.
+    from kcheck.probe.early import EarlyStart
+
+    early = EarlyStart(args.timeout or DEFAULT_TIMEOUT)
+    try:
+        return _probe(args, early)
+    finally:
+        early.close()
+
+
+def _probe(args: argparse.Namespace, early: EarlyStart | None) -> int:
+    from kcheck.probe.engine import probe_setup, run_probe, select_checks
+
+    timeout = args.timeout or DEFAULT_TIMEOUT
     specs = select_checks(args.check, args.require, args.ignore)
-    ctx = probe_setup(
-        args.catalog, args.config, args.timeout or DEFAULT_TIMEOUT, root=args.root, release=args.release
-    )
+    ctx = probe_setup(args.catalog, args.config, timeout, root=args.root, release=args.release, early=early)
     return _emit(args, run_probe(specs, ctx))
 
 

@@ -16,8 +16,10 @@ from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import Patchset, load_catalog
 from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.checks import CHECK_IDS, CHECKS, CheckSpec
+from kcheck.probe.children import Unavailable
+from kcheck.probe.early import EarlyStart
 from kcheck.probe.image import select_release
-from kcheck.probe.observe import ProbeContext, Unavailable
+from kcheck.probe.observe import ProbeContext
 from kcheck.probe.verdicts import Outcome, by_version, offline_fix
 
 
@@ -58,11 +60,13 @@ def probe_setup(
     *,
     root: Path | None = None,
     release: str | None = None,
+    early: EarlyStart | None = None,
 ) -> ProbeContext:
     """The context of a probe: the running kernel, or offline with an image root or release.
 
     `kcheck cr` uses it for its pre-flight. Bad input (catalog, config, image, release)
-    raises here, before any probe runs.
+    raises here, before any probe runs. A live probe's `early` collectors (already running)
+    become the context's.
     """
     catalog = load_catalog(catalog_dir)
     others: tuple[str, ...] = ()
@@ -78,6 +82,7 @@ def probe_setup(
         mode="offline" if release is not None else "live",
         root=root,
         other_releases=others,
+        **({"started": early.hand_over(), "lingering": early.lingering} if early else {}),
     )
     if config is not None or ctx.mode == "offline":
         # A broken config is bad input and raises now, before any probe runs; a missing

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -23,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, read_config_file, running_config_candidates
 from kcheck.errors import KcheckError
 from kcheck.probe import DEFAULT_TIMEOUT, syscalls
+from kcheck.probe.aio import start_aio
+from kcheck.probe.children import Finisher, Unavailable, reap_lingering, start_child
 from kcheck.probe.image import observe_image
 
 if TYPE_CHECKING:
@@ -39,13 +39,6 @@ PRIVILEGE_ERRNOS = {errno.EPERM, errno.EACCES}
 # Debugging aid: keep the overlay probe's mounts alive this many seconds, so an admin
 # can inspect them with `nsenter -t CHILD_PID -m`. The timeout still applies.
 HOLD_ENV = "KCHECK_OVERLAY_HOLD"
-
-
-class Unavailable(Exception):
-    """This process cannot observe the kernel here (privilege, environment); not a verdict."""
-
-
-Finisher = Callable[[], Any]
 
 
 @dataclass(frozen=True)
@@ -86,12 +79,17 @@ class ProbeContext:
     other_releases: tuple[str, ...] = ()  # kernels in the image that were not judged
     # Collectors by source name; tests swap in captured observations here.
     sources: Mapping[str, Callable[[ProbeContext], Any]] = field(default_factory=lambda: SOURCES)
+    # Children that reported and still finish their own cleanup (the AIO ring's io_destroy);
+    # close() waits for them, so their exit overlaps the rest of the probe.
+    lingering: list[int] = field(default_factory=list)
+    # Collectors started before this context existed (kcheck.probe.early), by source name.
+    started: Mapping[str, Finisher | Unavailable] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._cache: dict[str, Any] = {}
-        # Children that reported and still finish their own cleanup (the AIO ring's io_destroy);
-        # close() waits for them, so their exit overlaps the rest of the probe.
-        self.lingering: list[int] = []
+        self._cache: dict[str, Any] = {
+            source: value if isinstance(value, Unavailable) else _Started(value)
+            for source, value in self.started.items()
+        }
 
     def prefetch(self, sources: Iterable[str]) -> None:
         """Start the background collectors among `sources` now, slowest first, so their waits overlap."""
@@ -105,9 +103,7 @@ class ProbeContext:
         for source, value in list(self._cache.items()):
             if isinstance(value, _Started):
                 self._cache[source] = _collect(value.finish)
-        deadline = time.monotonic() + self.timeout
-        while self.lingering:
-            wait_or_kill(self.lingering.pop(), deadline)
+        reap_lingering(self.lingering, self.timeout)
 
     def observe(self, source: str) -> Any:
         if source not in self._cache:
@@ -193,8 +189,7 @@ def start_criu(ctx: ProbeContext) -> Finisher:
         finally:
             for process in (version, check):
                 if process.poll() is None:
-                    process.kill()
-                    process.wait()
+                    _kill_tool(process)
         return {
             "installed": True,
             "path": criu,
@@ -217,9 +212,23 @@ def _start_tool(argv: list[str]) -> subprocess.Popen:
             stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
+            start_new_session=True,  # its own process group: a kill reaches what it started
         )
     except OSError as exc:
         raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
+
+
+def _kill_tool(process: subprocess.Popen) -> None:
+    """Kill a tool and everything it started, and reap them all: its orphans are made ours
+    (a subreaper), so none is left to a PID 1 that may never reap it."""
+    with contextlib.suppress(OSError):  # prctl: Linux >= 3.4
+        syscalls.set_child_subreaper()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.waitpid(-process.pid, 0)  # the rest of its process group, now our children
 
 
 def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--timeout") -> dict[str, Any]:
@@ -228,90 +237,12 @@ def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--ti
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
+        _kill_tool(process)
         process.communicate()
         raise Unavailable(
             f"{shlex.join(process.args)} did not finish within {timeout:g}s ({allowed}); raise --timeout"
         ) from None
     return {"returncode": process.returncode, "output": stderr + stdout}
-
-
-# --- AIO -----------------------------------------------------------------------------
-
-
-def start_aio(ctx: ProbeContext) -> Finisher:
-    """Create an AIO ring, move it, and test it (CRIU's aio_remap), in a child.
-
-    The child creates the ring itself: a ring inherited across fork is never moved
-    (that oopses kernels without "aio: fix mremap after fork null-deref"). It reports
-    before io_destroy, whose RCU wait (~30 ms) would otherwise hold the probe up, and
-    lingers: the probe reaps it last (ProbeContext.close), so that wait overlaps the rest.
-    """
-    return start_child("AIO probe", _aio_child, ctx.timeout, linger=ctx.lingering)
-
-
-def _aio_child(report: Callable[[dict[str, Any]], None]) -> None:
-    from kcheck.core.procparse import mapping_at, parse_maps
-
-    obs: dict[str, Any] = {}
-    try:
-        context = syscalls.io_setup(16)
-    except OSError as exc:
-        obs["io_setup_errno"] = syscalls.errno_name(exc.errno)
-        obs["aio_max_nr"] = read_or_none("/proc/sys/fs/aio-max-nr")
-        report(obs)
-        return
-    live_context = context
-    try:
-        maps = Path("/proc/self/maps").read_text()
-        obs.update(context=context, maps=maps)
-        ring = mapping_at(parse_maps(maps), context)
-        if ring is None:
-            return
-        target = syscalls.mmap(ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS)
-        try:
-            live_context = syscalls.mremap_fixed(context, ring.length, target)
-        except OSError as exc:
-            obs["remap_errno"] = syscalls.errno_name(exc.errno)
-            return
-        obs["moved_to"] = live_context
-        result, code = syscalls.io_getevents_probe(live_context)
-        obs["getevents_moved"] = [result, syscalls.errno_name(code)]
-        result, code = syscalls.io_getevents_probe(context)
-        obs["getevents_old"] = [result, syscalls.errno_name(code)]
-        obs["reopen_errno"] = _reopen_errno(live_context, live_context + ring.length)
-    except OSError as exc:  # e.g. mmap of the target refused: say so, do not hide it
-        obs["error"] = str(exc)
-    finally:
-        report(obs)
-        _destroy_ring(live_context, context)
-
-
-def _reopen_errno(start: int, end: int) -> str | None:
-    """errno name of opening the ring via map_files O_RDWR; None when it (wrongly) opened."""
-    try:
-        fd = os.open(f"/proc/self/map_files/{start:x}-{end:x}", os.O_RDWR)
-    except OSError as exc:
-        return syscalls.errno_name(exc.errno)
-    os.close(fd)
-    return None
-
-
-def _destroy_ring(live_context: int, original: int) -> None:
-    """io_destroy the ring wherever the kernel thinks it is now."""
-    for candidate in dict.fromkeys((live_context, original)):
-        try:
-            syscalls.io_destroy(candidate)
-            return
-        except OSError:
-            continue
-
-
-def read_or_none(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
 
 
 # --- overlayfs ------------------------------------------------------------------------
@@ -329,106 +260,6 @@ def start_overlay(ctx: ProbeContext) -> Finisher:
         report(_overlay_child())
 
     return start_child("overlay probe", work, ctx.timeout)
-
-
-def start_child(
-    what: str,
-    work: Callable[[Callable[[dict[str, Any]], None]], None],
-    timeout: float,
-    *,
-    linger: list[int] | None = None,
-) -> Finisher:
-    """Run `work` in a forked child; it reports one JSON observation through a pipe.
-
-    The child dies with this process, and is killed on timeout. Once it reported, it is
-    reaped at once, or with `linger` left to finish its cleanup: its pid goes there, and
-    the caller reaps it later (wait_or_kill).
-    """
-    try:
-        read_end, write_end = os.pipe()
-    except OSError as exc:
-        raise Unavailable(f"{what}: cannot create a pipe ({exc.strerror})") from None
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        os.close(read_end)
-        os.close(write_end)
-        raise Unavailable(f"{what}: cannot fork ({exc.strerror})") from None
-    if pid == 0:  # child: must never return into the caller
-        code = 0
-        try:
-            os.close(read_end)
-            syscalls.set_parent_death_signal(signal.SIGKILL)
-            work(lambda obs: os.write(write_end, json.dumps(obs).encode() + b"\n"))
-        except BaseException as exc:
-            os.write(write_end, json.dumps({"crash": repr(exc)}).encode() + b"\n")
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-
-    def finish() -> dict[str, Any]:
-        reported = False
-        try:
-            line = _read_line(read_end, deadline)
-            reported = True
-        except TimeoutError:
-            raise Unavailable(f"{what} did not finish within {timeout:g}s; raise --timeout") from None
-        finally:
-            os.close(read_end)
-            if reported and linger is not None:
-                linger.append(pid)
-            else:
-                reap(pid)
-        try:
-            result = json.loads(line or b"{}")
-        except ValueError:
-            raise Unavailable(f"{what} child sent a cut-short report: {line[:80]!r}") from None
-        if "unavailable" in result:
-            raise Unavailable(result["unavailable"])
-        if "crash" in result or not result:
-            raise Unavailable(f"{what} child failed: {result.get('crash', 'no output')}")
-        return result
-
-    return finish
-
-
-def _read_line(fd: int, deadline: float) -> bytes:
-    """One newline-terminated message (or whatever came before EOF); TimeoutError if late."""
-    chunks: list[bytes] = []
-    while not chunks or not chunks[-1].endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).split(b"\n", 1)[0]
-
-
-def reap(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
-def wait_or_kill(pid: int, deadline: float) -> None:
-    """Reap a child that is finishing on its own; kill it if it is still there at `deadline`."""
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.001)
-    reap(pid)
 
 
 def _overlay_child() -> dict[str, Any]:
@@ -528,7 +359,7 @@ SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
     "config": observe_config,
     "criu": Background(start_criu, order=0),  # criu check: the longest wait
     "trial": Background(start_criu_trial, order=1),
-    "aio": Background(start_aio, order=2),
+    "aio": Background(lambda ctx: start_aio(ctx.timeout, ctx.lingering), order=2),
     "overlay": Background(start_overlay, order=3),
     "image": observe_image,
 }

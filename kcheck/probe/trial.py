@@ -32,14 +32,8 @@ import kcheck
 from kcheck.core.criu import log_first_error
 from kcheck.probe import syscalls
 from kcheck.probe.canary import CANARY_FILE, PAGE, POLL
-from kcheck.probe.observe import (
-    Finisher,
-    ProbeContext,
-    Unavailable,
-    read_or_none,
-    reap,
-    start_child,
-)
+from kcheck.probe.children import Finisher, Unavailable, read_or_none, reap, start_child
+from kcheck.probe.observe import ProbeContext
 
 TRIAL_DIR = "kcheck-trial"
 # The driver gets DRIVER_TIMEOUTS probe timeouts before it is killed; its own steps stop one

@@ -1,0 +1,79 @@
+"""The AIO ring probe's collector: a child that sets up a ring, moves it and tests it.
+
+Light imports only: kcheck.probe.early forks this child before the rest of kcheck loads;
+the child imports the /proc parsers itself."""
+
+from __future__ import annotations
+
+import os
+
+from kcheck.probe import syscalls
+from kcheck.probe.children import Finisher, Report, read_or_none, start_child
+
+
+def start_aio(timeout: float, lingering: list[int]) -> Finisher:
+    """Create an AIO ring, move it, and test it (CRIU's aio_remap), in a child.
+
+    The child creates the ring itself: a ring inherited across fork is never moved
+    (that oopses kernels without "aio: fix mremap after fork null-deref"). It reports
+    before io_destroy, whose RCU wait (~30 ms) would otherwise hold the probe up, and
+    lingers in `lingering`: the probe reaps it last, so that wait overlaps the rest.
+    """
+    return start_child("AIO probe", _aio_child, timeout, linger=lingering)
+
+
+def _aio_child(report: Report) -> None:
+    from kcheck.core.procparse import mapping_at, parse_maps
+
+    obs: dict[str, object] = {}
+    try:
+        context = syscalls.io_setup(16)
+    except OSError as exc:
+        obs["io_setup_errno"] = syscalls.errno_name(exc.errno)
+        obs["aio_max_nr"] = read_or_none("/proc/sys/fs/aio-max-nr")
+        report(obs)
+        return
+    live_context = context
+    try:
+        maps = read_or_none("/proc/self/maps") or ""
+        obs.update(context=context, maps=maps)
+        ring = mapping_at(parse_maps(maps), context)
+        if ring is None:
+            return
+        target = syscalls.mmap(ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS)
+        try:
+            live_context = syscalls.mremap_fixed(context, ring.length, target)
+        except OSError as exc:
+            obs["remap_errno"] = syscalls.errno_name(exc.errno)
+            return
+        obs["moved_to"] = live_context
+        result, code = syscalls.io_getevents_probe(live_context)
+        obs["getevents_moved"] = [result, syscalls.errno_name(code)]
+        result, code = syscalls.io_getevents_probe(context)
+        obs["getevents_old"] = [result, syscalls.errno_name(code)]
+        obs["reopen_errno"] = _reopen_errno(live_context, live_context + ring.length)
+    except OSError as exc:  # e.g. mmap of the target refused: say so, do not hide it
+        obs["error"] = str(exc)
+    finally:
+        report(obs)
+        _destroy_ring(live_context, context)
+
+
+def _reopen_errno(start: int, end: int) -> str | None:
+    """errno name of opening the ring via map_files O_RDWR; None when it (wrongly) opened."""
+    try:
+        fd = os.open(f"/proc/self/map_files/{start:x}-{end:x}", os.O_RDWR)
+    except OSError as exc:
+        return syscalls.errno_name(exc.errno)
+    os.close(fd)
+    return None
+
+
+def _destroy_ring(live_context: int, original: int) -> None:
+    """io_destroy the ring wherever the kernel thinks it is now."""
+    for candidate in dict.fromkeys((live_context, original)):
+        try:
+            syscalls.io_destroy(candidate)
+            return
+        except OSError:
+            continue

@@ -1,0 +1,143 @@
+"""Forked children that report one JSON observation through a pipe, and their reaping.
+
+Light imports only (os, ctypes): the live probe forks its slowest child (the AIO ring's)
+from here before the rest of kcheck is imported (kcheck.probe.early)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+
+from kcheck.probe import syscalls
+
+
+class Unavailable(Exception):
+    """This process cannot observe the kernel here (privilege, environment); not a verdict."""
+
+
+Finisher = Callable[[], object]
+Report = Callable[[dict[str, object]], None]
+
+
+def start_child(
+    what: str,
+    work: Callable[[Report], None],
+    timeout: float,
+    *,
+    linger: list[int] | None = None,
+) -> Finisher:
+    """Run `work` in a forked child; it reports one JSON observation through a pipe.
+
+    The child dies with this process, and is killed on timeout. Once it reported, it is
+    reaped at once, or with `linger` left to finish its cleanup: its pid goes there, and
+    the caller reaps it later (wait_or_kill).
+    """
+    try:
+        read_end, write_end = os.pipe()
+    except OSError as exc:
+        raise Unavailable(f"{what}: cannot create a pipe ({exc.strerror})") from None
+    parent = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        raise Unavailable(f"{what}: cannot fork ({exc.strerror})") from None
+    if pid == 0:  # child: must never return into the caller
+        code = 0
+        try:
+            os.close(read_end)
+            syscalls.set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                return
+            work(lambda obs: os.write(write_end, json.dumps(obs).encode() + b"\n"))
+        except BaseException as exc:
+            os.write(write_end, json.dumps({"crash": repr(exc)}).encode() + b"\n")
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+
+    def finish() -> dict[str, object]:
+        reported = False
+        try:
+            line = _read_line(read_end, deadline)
+            reported = True
+        except TimeoutError:
+            raise Unavailable(f"{what} did not finish within {timeout:g}s; raise --timeout") from None
+        finally:
+            os.close(read_end)
+            if reported and linger is not None:
+                linger.append(pid)
+            else:
+                reap(pid)
+        try:
+            result = json.loads(line or b"{}")
+        except ValueError:
+            raise Unavailable(f"{what} child sent a cut-short report: {line[:80]!r}") from None
+        if "unavailable" in result:
+            raise Unavailable(result["unavailable"])
+        if "crash" in result or not result:
+            raise Unavailable(f"{what} child failed: {result.get('crash', 'no output')}")
+        return result
+
+    return finish
+
+
+def _read_line(fd: int, deadline: float) -> bytes:
+    """One newline-terminated message (or whatever came before EOF); TimeoutError if late."""
+    chunks: list[bytes] = []
+    while not chunks or not chunks[-1].endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).split(b"\n", 1)[0]
+
+
+def reap(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def reap_lingering(pids: list[int], timeout: float) -> None:
+    """Reap the children in `pids` (emptying it) as they finish; kill any still there after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while pids:
+        wait_or_kill(pids.pop(), deadline)
+
+
+def wait_or_kill(pid: int, deadline: float) -> None:
+    """Reap a child that is finishing on its own; kill it if it is still there at `deadline`."""
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.001)
+    reap(pid)
+
+
+def read_or_none(path: str) -> str | None:
+    """A small /proc or /sys file's text, stripped; None when it cannot be read."""
+    try:
+        with open(path) as file:
+            return file.read().strip()
+    except OSError:
+        return None
