@@ -149,9 +149,10 @@ def _run(args: argparse.Namespace) -> int:
     offline = args.root is not None or args.release is not None
     if offline and args.timeout is not None:
         raise KcheckError("--timeout: live-only, but --root/--release judge a kernel offline; drop one")
-    if offline or args.check:
+    if offline or args.check or os.geteuid() != 0:
         return _probe(args, None)
-    # A live probe of the default selection starts its slowest child now, before the imports.
+    # A live probe of the default selection, as root, starts its slowest evidence (criu check,
+    # the AIO child) now, before the imports; without root, checks that need it do not run.
     from kcheck.probe.early import EarlyStart
 
     early = EarlyStart(args.timeout or DEFAULT_TIMEOUT)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kcheck.core.criu import criu_version
 from kcheck.core.release import parse_release
@@ -17,10 +18,12 @@ from kcheck.patchsets.catalog import Patchset, load_catalog
 from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.checks import CHECK_IDS, CHECKS, CheckSpec
 from kcheck.probe.children import Unavailable
-from kcheck.probe.early import EarlyStart
 from kcheck.probe.image import select_release
 from kcheck.probe.observe import ProbeContext
 from kcheck.probe.verdicts import Outcome, by_version, offline_fix
+
+if TYPE_CHECKING:
+    from kcheck.probe.early import EarlyStart
 
 
 def _match(patterns: Iterable[str], option: str) -> set[str]:

@@ -6,12 +6,8 @@ Each returns raw observations (mostly /proc text) for the pure verdicts in
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shlex
-import shutil
-import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,8 +22,6 @@ from kcheck.probe.children import Finisher, Unavailable, reap_lingering, start_c
 from kcheck.probe.image import observe_image
 
 if TYPE_CHECKING:
-    import subprocess
-
     from kcheck.patchsets.catalog import Patchset
 
 PAGE = 4096
@@ -168,83 +162,6 @@ def observe_config(ctx: ProbeContext) -> dict[str, Any]:
     raise Unavailable("; ".join(problems) or f"no kernel config found in {where}; pass --config FILE")
 
 
-# --- criu ----------------------------------------------------------------------------
-
-
-def start_criu(ctx: ProbeContext) -> Finisher:
-    criu = shutil.which("criu")
-    if criu is None:
-        return lambda: {"installed": False}
-    version = _start_tool([criu, "--version"])
-    try:
-        check = _start_tool([criu, "check"])
-    except Unavailable:
-        _finish_tool(version, ctx.timeout)
-        raise
-
-    def finish() -> dict[str, Any]:
-        try:
-            version_done = _finish_tool(version, ctx.timeout)
-            check_done = _finish_tool(check, ctx.timeout * 3, "3 × --timeout")
-        finally:
-            for process in (version, check):
-                if process.poll() is None:
-                    _kill_tool(process)
-        return {
-            "installed": True,
-            "path": criu,
-            "version_output": version_done["output"],
-            "returncode": check_done["returncode"],
-            "output": check_done["output"],
-        }
-
-    return finish
-
-
-def _start_tool(argv: list[str]) -> subprocess.Popen:
-    import subprocess  # only when a tool (criu) is installed: keeps the probe's start-up short
-
-    try:
-        return subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # its own process group: a kill reaches what it started
-        )
-    except OSError as exc:
-        raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
-
-
-def _kill_tool(process: subprocess.Popen) -> None:
-    """Kill a tool and everything it started, and reap them all: its orphans are made ours
-    (a subreaper), so none is left to a PID 1 that may never reap it."""
-    with contextlib.suppress(OSError):  # prctl: Linux >= 3.4
-        syscalls.set_child_subreaper()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    with contextlib.suppress(ChildProcessError):
-        while True:
-            os.waitpid(-process.pid, 0)  # the rest of its process group, now our children
-
-
-def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--timeout") -> dict[str, Any]:
-    import subprocess
-
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_tool(process)
-        process.communicate()
-        raise Unavailable(
-            f"{shlex.join(process.args)} did not finish within {timeout:g}s ({allowed}); raise --timeout"
-        ) from None
-    return {"returncode": process.returncode, "output": stderr + stdout}
-
-
 # --- overlayfs ------------------------------------------------------------------------
 
 
@@ -345,6 +262,13 @@ def _enter_private_mount_namespace() -> bool:
     return userns
 
 
+def start_criu_check(ctx: ProbeContext) -> Finisher:
+    """Imported when run: subprocess and the rest stay off the probe's path without criu."""
+    from kcheck.probe.criu_check import start_criu
+
+    return start_criu(ctx.timeout)
+
+
 def start_criu_trial(ctx: ProbeContext) -> Finisher:
     """Imported only when criu.trial is selected (`--check`, `--require`, the external C/R
     pre-flight): it is never on the default path."""
@@ -357,7 +281,7 @@ SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
     "release": observe_release,
     "fdinfo": observe_fdinfo,
     "config": observe_config,
-    "criu": Background(start_criu, order=0),  # criu check: the longest wait
+    "criu": Background(start_criu_check, order=0),  # criu check: the longest wait
     "trial": Background(start_criu_trial, order=1),
     "aio": Background(lambda ctx: start_aio(ctx.timeout, ctx.lingering), order=2),
     "overlay": Background(start_overlay, order=3),
