@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "patchsets": ("kcheck.patchsets.cli", "register"),
     "audit": ("kcheck.patchsets.cli", "register"),
     "cr": ("kcheck.cr.cli", "register"),
+    "fleet": ("kcheck.fleet.cli", "register"),
     "build-kernel": ("kcheck.builder.cli", "register"),
     "build-criu": ("kcheck.builder.cli", "register_criu"),
     "completion": ("kcheck.completion", "register"),

@@ -26,6 +26,7 @@ def report_dict(report: Report) -> dict:
         "mode": report.mode,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "hostname": os.uname().nodename,
+        "name": report.name,
         "verdict": str(report.verdict),
         "exit_code": int(report.exit_code),
         "kernel": report.kernel,
@@ -70,7 +71,11 @@ def report_from_dict(data: dict) -> Report:
         for c in data["checks"]
     ]
     return Report(
-        kernel=dict(data["kernel"]), checks=checks, mode=str(data["mode"]), tools=dict(data["tools"])
+        kernel=dict(data["kernel"]),
+        checks=checks,
+        mode=str(data["mode"]),
+        tools=dict(data["tools"]),
+        name=data.get("name"),
     )
 
 

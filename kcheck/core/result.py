@@ -71,6 +71,7 @@ class Report:
     checks: list[CheckResult]
     mode: str = "live"
     tools: dict[str, str | None] = field(default_factory=dict)
+    name: str | None = None  # the operator's label for this host (--name), e.g. its inventory name
 
     @property
     def verdict(self) -> Verdict:

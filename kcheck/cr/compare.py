@@ -15,7 +15,7 @@ from typing import Any
 from kcheck.core import channel
 from kcheck.core.release import parse_release
 from kcheck.core.report import read_report
-from kcheck.core.result import ExitCode, Status
+from kcheck.core.result import ExitCode, Report, Status
 
 COMPARE_SCHEMA = "kcheck.cr.compare/1"
 
@@ -55,6 +55,11 @@ STATUS_WORD = {
 def load_report(path: Path) -> HostReport:
     """A probe JSON report, read by the one report reader; bad input (exit 3) naming the file."""
     report, document = read_report(path)
+    return host_report(path, report, document)
+
+
+def host_report(path: Path, report: Report, document: dict[str, Any]) -> HostReport:
+    """What the compare rules read of a probe report (also `kcheck fleet report`'s classes)."""
     criu = report.tools.get("criu")
     machine = report.kernel.get("machine")
     return HostReport(

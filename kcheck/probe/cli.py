@@ -31,6 +31,19 @@ def kernel_release(text: str) -> str:
     return text
 
 
+MAX_LABEL = 253  # a DNS name's limit: inventory and node names fit
+
+
+def host_label(text: str) -> str:
+    """argparse type: --name, a host's label in fleet reports (printable, no spaces)."""
+    if not 0 < len(text) <= MAX_LABEL or not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not a host label: give 1 to {MAX_LABEL} printable characters without "
+            "spaces, e.g. the inventory or node name"
+        )
+    return text
+
+
 IMAGE_KERNEL = Path("<image kernel>")  # --boot without a value: the --root image's kernel
 
 
@@ -44,6 +57,13 @@ def register(jobs) -> None:
     parser.add_argument("--format", choices=FORMAT_NAMES, default="text", help="output format")
     parser.add_argument(
         "--output", type=path_arg, metavar="FILE", help="write the report here (a regular file atomically)"
+    )
+    parser.add_argument(
+        "--name",
+        type=host_label,
+        metavar="LABEL",
+        help="this host's label in the report (e.g. its inventory or node name); "
+        "`kcheck fleet report` keys hosts by it, else by hostname",
     )
     parser.add_argument(
         "--check",
@@ -173,6 +193,7 @@ def _probe(args: argparse.Namespace, early: EarlyStart | None) -> int:
 
 def _emit(args: argparse.Namespace, report) -> int:
     """Render the report as asked, to --output or stdout; the exit code follows it."""
+    report.name = args.name
     from kcheck.core.output import append_text, write_output
     from kcheck.core.render import FORMATS, github_step_summary, render_text
 

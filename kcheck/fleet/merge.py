@@ -1,0 +1,170 @@
+"""Merge many hosts' probe reports into one fleet: who is ready, why the others are not, and
+which hosts a checkpoint can move between.
+
+Hosts are grouped into classes of identical (arch, kernel, criu, verdict, passing checks); the
+migration matrix compares classes, not hosts, by the rules of `kcheck cr compare`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kcheck.core.report import read_report
+from kcheck.core.result import ExitCode, Status, Verdict
+from kcheck.cr.compare import HostReport, Problem, compare, host_report
+from kcheck.errors import KcheckError
+
+VERDICT_ORDER = (Verdict.NOT_READY, Verdict.UNDECIDED, Verdict.READY)  # what an operator reads first
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A required check that does not pass on a host, and what fixes it."""
+
+    id: str
+    status: str
+    detail: str
+    remedy: str | None
+
+
+@dataclass(frozen=True)
+class FleetHost:
+    key: str  # the --name label, else the hostname; plus the image root of an offline report
+    name: str | None
+    image: str | None
+    mode: str
+    generated_at: str
+    report: HostReport  # what the compare rules read: path, hostname, verdict, kernel, criu, statuses
+    failing: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """Two reports for one host key: the newer is kept."""
+
+    key: str
+    kept: str
+    dropped: str
+
+
+@dataclass
+class HostClass:
+    id: str
+    hosts: list[FleetHost]
+
+    @property
+    def example(self) -> HostReport:
+        return self.hosts[0].report
+
+    @property
+    def passing(self) -> list[str]:
+        return sorted(check for check, status in self.example.statuses.items() if status == Status.PASS)
+
+
+@dataclass
+class Fleet:
+    hosts: list[FleetHost]  # not-ready first, then undecided, then ready; by key within each
+    classes: list[HostClass]
+    matrix: dict[tuple[str, str], list[Problem]]  # (source class id, target class id) -> problems
+    replaced: list[Replaced] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = Counter(host.report.verdict for host in self.hosts)
+        return {str(verdict): found.get(verdict, 0) for verdict in Verdict}
+
+    @property
+    def exit_code(self) -> ExitCode:
+        counts = self.counts
+        if counts[Verdict.NOT_READY]:
+            return ExitCode.NOT_READY
+        return ExitCode.UNDECIDED if counts[Verdict.UNDECIDED] else ExitCode.READY
+
+    def check_counts(self) -> dict[str, dict[str, int]]:
+        """Per check id, how many hosts have each status."""
+        counts: dict[str, Counter[str]] = {}
+        for host in self.hosts:
+            for check, status in host.report.statuses.items():
+                counts.setdefault(check, Counter())[status] += 1
+        return {check: {str(s): found.get(s, 0) for s in Status} for check, found in counts.items()}
+
+
+def report_paths(paths: Sequence[Path]) -> list[Path]:
+    """The report files: each file given, and every *.json in each directory given."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.glob("*.json") if p.is_file())
+            if not inside:
+                raise KcheckError(
+                    f"{path}: no *.json probe reports in this directory; pass reports or a dir of them"
+                )
+            found += inside
+        elif path.exists():
+            found.append(path)
+        else:
+            raise KcheckError(f"{path}: no such file or directory; pass probe reports or their directory")
+    return found
+
+
+def read_host(path: Path) -> FleetHost:
+    """One probe report as a fleet host; bad input (exit 3) naming the file when it is not one."""
+    report, document = read_report(path)
+    image = report.kernel.get("image")
+    root = image.get("root") if isinstance(image, dict) else None
+    compared = host_report(path, report, document)
+    label = report.name or compared.hostname
+    return FleetHost(
+        key=f"{label}:{root}" if root else label,
+        name=report.name,
+        image=root,
+        mode=report.mode,
+        generated_at=str(document.get("generated_at", "")),
+        report=compared,
+        failing=tuple(
+            Finding(c.id, str(c.status), c.detail, c.remedy)
+            for c in report.checks
+            if c.required and c.status != Status.PASS
+        ),
+    )
+
+
+def merge(hosts: Iterable[FleetHost]) -> Fleet:
+    """The fleet: one host per key (the newer report wins), its classes and their matrix."""
+    by_key: dict[str, FleetHost] = {}
+    replaced = []
+    for host in hosts:
+        other = by_key.get(host.key)
+        if other is not None:
+            kept, dropped = (host, other) if host.generated_at >= other.generated_at else (other, host)
+            replaced.append(Replaced(host.key, kept.report.path, dropped.report.path))
+            host = kept
+        by_key[host.key] = host
+    rank = {str(verdict): place for place, verdict in enumerate(VERDICT_ORDER)}
+    ordered = sorted(by_key.values(), key=lambda h: (rank[h.report.verdict], h.key))
+    classes = _classes(ordered)
+    matrix = {
+        (source.id, target.id): compare(source.example, target.example)
+        for source in classes
+        for target in classes
+    }
+    return Fleet(hosts=ordered, classes=classes, matrix=matrix, replaced=replaced)
+
+
+def _classes(hosts: Iterable[FleetHost]) -> list[HostClass]:
+    """Hosts of identical arch, kernel, criu, verdict and passing checks: compare them once."""
+    groups: dict[tuple, list[FleetHost]] = {}
+    for host in hosts:
+        report = host.report
+        passing = frozenset(check for check, status in report.statuses.items() if status == Status.PASS)
+        groups.setdefault((report.machine, report.release, report.criu, report.verdict, passing), []).append(
+            host
+        )
+    biggest_first = sorted(groups.values(), key=lambda members: (-len(members), members[0].key))
+    return [HostClass(f"C{number}", members) for number, members in enumerate(biggest_first, 1)]
+
+
+def load_fleet(paths: Sequence[Path]) -> Fleet:
+    return merge(read_host(path) for path in report_paths(paths))
