@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from dataclasses import asdict
 from importlib.resources import files
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -14,7 +16,9 @@ from conftest import run_kcheck
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kcheck.core.report import model_problem, report_from_dict
 from kcheck.core.validate import first_problem, schema
+from kcheck.cr.compare import host_report
 from kcheck.cr.external import MANIFEST_SCHEMA, Manifest
 
 SCHEMAS = sorted(
@@ -27,8 +31,21 @@ def real_probe_report() -> dict:
     return json.loads(done.stdout)
 
 
+def real_fleet_report() -> dict:
+    """`kcheck fleet report` of two real probe reports: one ready, one undecided (an old kernel)."""
+    with tempfile.TemporaryDirectory(prefix="kcheck-test-fleet-") as directory:
+        for name, release in (("new", "6.1.0-28-amd64"), ("old", "3.19.0")):
+            run_kcheck(
+                "probe", "--format", "json", "--name", name, "--release", release,
+                "--check", "kernel.release", "--check", "overlayfs.*", "--output", f"{directory}/{name}.json",
+            )  # fmt: skip
+        done = run_kcheck("fleet", "report", "--format", "json", directory)
+    return json.loads(done.stdout)
+
+
 SAMPLES = {
     "probe-1": real_probe_report(),
+    "fleet-1": real_fleet_report(),
     # the shapes kcheck writes (audit.py to_json, builder/records.py metadata and
     # write_build_record, builder/criu.py build); test_build and test_audit check real ones
     "build-record-1": {
@@ -230,3 +247,25 @@ def test_mutations_are_judged_as_jsonschema_judges_them(name, data):
     valid = jsonschema.Draft202012Validator(schema(name)).is_valid(document)
     problem = first_problem(document, name)
     assert (problem is None) == valid, (problem, document)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_models_fast_check_accepts_what_the_schema_accepts_and_only_what_it_can_read(data):
+    """model_problem (the fleet's check, one per report) against jsonschema: it never refuses
+    a valid report, and what it lets through, the model and the compare rules can read."""
+    document = copy.deepcopy(SAMPLES["probe-1"])
+    for _ in range(data.draw(st.integers(1, 3))):
+        where, key = data.draw(st.sampled_from(list(paths(document))))
+        container = document
+        for step in where:
+            container = container[step]
+        if data.draw(st.booleans()):
+            container[key] = data.draw(JSON)
+        elif isinstance(container, dict):
+            del container[key]
+    if jsonschema.Draft202012Validator(schema("probe-1")).is_valid(document):
+        assert model_problem(document) is None, document
+    if model_problem(document) is None:
+        report_from_dict(document)
+        host_report(Path("r.json"), document)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
@@ -75,16 +76,17 @@ class Report:
 
     @property
     def verdict(self) -> Verdict:
-        return decide([c for c in self.checks if c.required])
+        return decide(c.status for c in self.checks if c.required)
 
     @property
     def exit_code(self) -> ExitCode:
         return VERDICT_EXIT[self.verdict]
 
 
-def decide(required: list[CheckResult]) -> Verdict:
-    """Ready only when every required check passes; a failure outranks an unknown."""
-    statuses = {c.status for c in required}
+def decide(required: Iterable[str]) -> Verdict:
+    """The verdict from the required checks' statuses (Status, or the strings of a report
+    document): ready only when every one passes; a failure outranks an unknown."""
+    statuses = set(required)
     if Status.FAIL in statuses:
         return Verdict.NOT_READY
     if statuses - {Status.PASS}:

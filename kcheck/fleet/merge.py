@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kcheck.core.report import read_report
+from kcheck.core.report import read_report_document
 from kcheck.core.result import ExitCode, Status, Verdict
 from kcheck.cr.compare import HostReport, Problem, compare, host_report
 from kcheck.errors import KcheckError
@@ -84,11 +84,9 @@ class Fleet:
 
     def check_counts(self) -> dict[str, dict[str, int]]:
         """Per check id, how many hosts have each status."""
-        counts: dict[str, Counter[str]] = {}
-        for host in self.hosts:
-            for check, status in host.report.statuses.items():
-                counts.setdefault(check, Counter())[status] += 1
-        return {check: {str(s): found.get(s, 0) for s in Status} for check, found in counts.items()}
+        pairs = Counter(pair for host in self.hosts for pair in host.report.statuses.items())
+        checks = dict.fromkeys(check for check, _ in pairs)
+        return {check: {str(s): pairs.get((check, s), 0) for s in Status} for check in checks}
 
 
 def report_paths(paths: Sequence[Path]) -> list[Path]:
@@ -111,22 +109,23 @@ def report_paths(paths: Sequence[Path]) -> list[Path]:
 
 def read_host(path: Path) -> FleetHost:
     """One probe report as a fleet host; bad input (exit 3) naming the file when it is not one."""
-    report, document = read_report(path)
-    image = report.kernel.get("image")
-    root = image.get("root") if isinstance(image, dict) else None
-    compared = host_report(path, report, document)
-    label = report.name or compared.hostname
+    document = read_report_document(path, whole_schema=False)
+    image = document["kernel"].get("image")
+    root = image["root"] if image else None
+    compared = host_report(path, document)
+    name = document.get("name")
+    label = name or compared.hostname
     return FleetHost(
         key=f"{label}:{root}" if root else label,
-        name=report.name,
+        name=name,
         image=root,
-        mode=report.mode,
-        generated_at=str(document.get("generated_at", "")),
+        mode=document["mode"],
+        generated_at=document.get("generated_at", ""),
         report=compared,
         failing=tuple(
-            Finding(c.id, str(c.status), c.detail, c.remedy)
-            for c in report.checks
-            if c.required and c.status != Status.PASS
+            Finding(c["id"], c["status"], c["detail"], c["remedy"])
+            for c in document["checks"]
+            if c["required"] and c["status"] != Status.PASS
         ),
     )
 

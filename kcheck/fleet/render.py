@@ -55,7 +55,7 @@ def _host_dict(host: FleetHost, class_id: str) -> dict:
         "machine": report.machine,
         "criu": report.criu,
         "class": class_id,
-        "failing": [asdict(f) for f in host.failing],
+        "failing": [vars(f) for f in host.failing],  # asdict's deep copy is 10x slower
     }
 
 
@@ -73,7 +73,8 @@ def _class_dict(host_class: HostClass) -> dict:
 
 
 def render_json(fleet: Fleet) -> str:
-    return json.dumps(fleet_dict(fleet), indent=2) + "\n"
+    """One line: indenting makes json use its pure-Python encoder, 4x slower on a big fleet."""
+    return json.dumps(fleet_dict(fleet)) + "\n"
 
 
 def headline(fleet: Fleet) -> str:
