@@ -260,3 +260,15 @@ def test_a_live_report_joins_the_fleet(live_report, reports):
     live = next(h for h in document["hosts"] if h["name"] == "live-1")
     assert live["mode"] == "live" and live["key"] == "live-1" and live["machine"]
     assert code == {"ready": 0, "undecided": 2, "not-ready": 1}[live["verdict"]]
+
+
+def test_a_terminal_gets_rich_tables_coloured_unless_no_color(reports):
+    from kcheck.fleet.merge import load_fleet
+    from kcheck.fleet.render import render_text
+
+    fleet_view = load_fleet([reports])
+    plain = render_text(fleet_view, table=True, color=False)
+    assert "┃" in plain and "\x1b[" not in plain  # a table, no escape codes
+    assert "not-ready" in plain and "ready, by kernel and criu" in plain
+    assert "source class -> target class" in plain
+    assert "\x1b[" in render_text(fleet_view, table=True, color=True)
