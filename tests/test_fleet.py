@@ -272,3 +272,22 @@ def test_a_terminal_gets_rich_tables_coloured_unless_no_color(reports):
     assert "not-ready" in plain and "ready, by kernel and criu" in plain
     assert "source class -> target class" in plain
     assert "\x1b[" in render_text(fleet_view, table=True, color=True)
+
+
+def test_a_big_fleet_read_by_a_process_pool_gives_the_same_answers(reports, tmp_path):
+    """2,400 reports: enough for read_hosts' pool on a machine with two cores or more."""
+    template = json.loads((reports / "img-bad.json").read_text())
+    for number in range(2400):
+        (tmp_path / f"node-{number:04d}.json").write_text(
+            json.dumps({**template, "name": f"node-{number:04d}"})
+        )
+    code, document = fleet_json(str(tmp_path))
+    assert code == 1 and document["counts"] == {"ready": 0, "not-ready": 2400, "undecided": 0}
+    assert [h["key"] for h in document["hosts"][:2]] == [
+        f"node-0000:{reports.parent / 'bad'}",
+        f"node-0001:{reports.parent / 'bad'}",
+    ]
+    assert len(document["classes"]) == 1 and len(document["matrix"]) == 1
+    (tmp_path / "node-1234.json").write_text('{"schema": "kcheck.probe/1", "mode": "live"}')
+    done = fleet(str(tmp_path))
+    assert done.returncode == 3 and f"{tmp_path / 'node-1234.json'}: a malformed" in done.stderr
