@@ -130,6 +130,7 @@ def test_a_newer_report_of_the_same_host_replaces_the_older(reports, tmp_path):
             }
         ]
         assert "two reports, kept the newer" in fleet(str(directory)).stdout
+        assert f"kept the newer {directory / kept} over" in fleet(str(directory), "--format", "html").stdout
 
 
 def test_classes_group_identical_hosts_and_the_matrix_follows_cr_compare(reports, live_report, tmp_path):

@@ -34,6 +34,7 @@ def render_html(fleet: Fleet) -> str:
         f"<title>{title}</title><style>{STYLE}</style></head><body>",
         f'<h1 id="headline">{title}</h1>',
         _summary_bar(fleet),
+        _replaced(fleet),
         _not_ready(fleet),
         _grid(fleet),
         _matrix(fleet),
@@ -51,6 +52,14 @@ def _summary_bar(fleet: Fleet) -> str:
         if count
     )
     return f'<div class="bar" id="summary">{spans}</div>'
+
+
+def _replaced(fleet: Fleet) -> str:
+    items = "".join(
+        f"<li>{escape(r.key)}: two reports, kept the newer {escape(r.kept)} over {escape(r.dropped)}</li>"
+        for r in fleet.replaced
+    )
+    return f'<ul id="replaced">{items}</ul>' if items else ""
 
 
 def _not_ready(fleet: Fleet) -> str:
