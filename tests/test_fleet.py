@@ -102,7 +102,7 @@ def test_hosts_are_keyed_by_label_and_image_root(reports, tmp_path):
     root tell them apart."""
     _, document = fleet_json(str(reports))
     keys = {h["name"]: h["key"] for h in document["hosts"]}
-    assert keys["img-new-1"] == f"img-new-1:{reports.parent / 'new1'}"
+    assert keys["img-new-1"] == f"img-new-1:{reports.parent / 'new1'}:{NEW}"
     assert len({h["hostname"] for h in document["hosts"]}) == 1 and len(keys) == 4
 
 
@@ -133,25 +133,29 @@ def test_a_newer_report_of_the_same_host_replaces_the_older(reports, tmp_path):
         assert f"kept the newer {directory / kept} over" in fleet(str(directory), "--format", "html").stdout
 
 
-def test_classes_group_identical_hosts_and_the_matrix_follows_cr_compare(reports, live_report, tmp_path):
-    shutil.copy(live_report, reports.parent / "live-copy.json")
+def test_classes_group_identical_hosts_and_the_matrix_follows_cr_compare(reports, live_report):
     _, document = fleet_json(str(reports), str(live_report))
     classes = {c["id"]: c for c in document["classes"]}
     by_host = {key: c["id"] for c in document["classes"] for key in c["hosts"]}
     assert len(classes) == 4  # the two ready images are one class
     assert classes["C1"]["hosts"] == sorted(k for k in by_host if k.startswith(("img-new-1", "img-new-2")))
     assert len(document["matrix"]) == len(classes) ** 2
-    # Each pair is what `kcheck cr compare` says about one report of each class.
+    # The same answer as `kcheck cr compare` on one report of each class...
     report_of = {h["class"]: h["report"] for h in document["hosts"]}
     for pair in document["matrix"]:
         compared = run_kcheck("cr", "compare", report_of[pair["source"]], report_of[pair["target"]])
         assert compared.returncode == (0 if pair["compatible"] else 1), (pair, compared.stdout)
         assert bool(pair["problems"]) != pair["compatible"]
-    # an image report has no architecture, so nothing moves to or from it; a ready host to itself does
-    live_class = next(h["class"] for h in document["hosts"] if h["name"] == "live-1")
-    live_to_live = next(p for p in document["matrix"] if p["source"] == p["target"] == live_class)
-    live_verdict = next(h["verdict"] for h in document["hosts"] if h["name"] == "live-1")
-    assert live_to_live["compatible"] == (live_verdict == "ready")
+    # ...and the one expected: an offline report has no architecture, so nothing moves to or
+    # from an image; this host to itself works when it is ready and has a criu.
+    live = next(h for h in document["hosts"] if h["name"] == "live-1")
+    for pair in document["matrix"]:
+        if live["class"] in (pair["source"], pair["target"]) and pair["source"] != pair["target"]:
+            assert not pair["compatible"]
+        if pair["source"] != live["class"] or pair["target"] != live["class"]:
+            assert any("no architecture (offline)" in p["message"] for p in pair["problems"]), pair
+    live_to_live = next(p for p in document["matrix"] if p["source"] == p["target"] == live["class"])
+    assert live_to_live["compatible"] == (live["verdict"] == "ready" and live["criu"] is not None)
 
 
 def test_text_lists_not_ready_first_with_fixes_and_folds_ready_hosts(reports):
@@ -275,6 +279,26 @@ def test_a_terminal_gets_rich_tables_coloured_unless_no_color(reports):
     assert "\x1b[" in render_text(fleet_view, table=True, color=True)
 
 
+def test_report_text_is_never_read_as_rich_markup(reports, tmp_path):
+    """A label or detail with brackets ('[/b]', '/[aio]') is shown as it is, not parsed."""
+    from kcheck.fleet.merge import load_fleet
+    from kcheck.fleet.render import render_text
+
+    document = json.loads((reports / "img-bad.json").read_text())
+    document["name"] = "w[/b]"
+    (tmp_path / "r.json").write_text(json.dumps(document))
+    assert "w[/b]" in render_text(load_fleet([tmp_path]), table=True, color=True)
+
+
+def test_a_candidate_kernel_of_a_host_is_not_the_host(live_report, tmp_path):
+    """The same --name probed live and offline for another release: two fleet entries."""
+    probe_into(tmp_path, "candidate.json", "--name", "live-1", "--release", NEW)
+    shutil.copy(live_report, tmp_path / "live.json")
+    _, document = fleet_json(str(tmp_path))
+    assert sorted(h["key"] for h in document["hosts"]) == ["live-1", f"live-1:offline:{NEW}"]
+    assert document["replaced"] == []
+
+
 def test_a_big_fleet_read_by_a_process_pool_gives_the_same_answers(reports, tmp_path):
     """2,400 reports: enough for read_hosts' pool on a machine with two cores or more."""
     template = json.loads((reports / "img-bad.json").read_text())
@@ -285,8 +309,8 @@ def test_a_big_fleet_read_by_a_process_pool_gives_the_same_answers(reports, tmp_
     code, document = fleet_json(str(tmp_path))
     assert code == 1 and document["counts"] == {"ready": 0, "not-ready": 2400, "undecided": 0}
     assert [h["key"] for h in document["hosts"][:2]] == [
-        f"node-0000:{reports.parent / 'bad'}",
-        f"node-0001:{reports.parent / 'bad'}",
+        f"node-0000:{reports.parent / 'bad'}:{NEW}",
+        f"node-0001:{reports.parent / 'bad'}:{NEW}",
     ]
     assert len(document["classes"]) == 1 and len(document["matrix"]) == 1
     (tmp_path / "node-1234.json").write_text('{"schema": "kcheck.probe/1", "mode": "live"}')

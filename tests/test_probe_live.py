@@ -218,3 +218,46 @@ def test_unprivileged_without_user_namespaces_decides_by_version_only(tmp_path):
     assert "user namespace was refused" in checks["overlayfs.mnt_id"]["detail"]
     assert checks["overlayfs.maps"]["status"] == "unknown"
     assert done.returncode == 0  # maps is optional; the required overlay checks pass by version
+
+
+def processes_marked(marker: str) -> list[str]:
+    """Every process whose environment holds `marker` (a test's own, inherited by its children)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(f"{environ.parent.name} {(environ.parent / 'cmdline').read_bytes()!r}")
+        except OSError:
+            continue  # gone meanwhile, or a kernel thread
+    return found
+
+
+@requires_root
+@pytest.mark.parametrize("hangs", [False, True], ids=["leaves-an-orphan", "hangs-past-timeout"])
+def test_what_criu_starts_is_killed_and_reaped_with_it(tmp_path, hangs):
+    """A criu (a stub on PATH) whose check orphans a child, and with `hangs` never returns:
+    kcheck kills criu's whole process group and reaps the orphans itself (a subreaper)."""
+    marker = f"KCHECK_TEST_MARK={tmp_path.name}"
+    stub = tmp_path / "criu"
+    stub.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "Version: 4.2"; exit 0; fi\n'
+        "(sleep 300 >/dev/null 2>&1 &)\n"  # double fork: an orphan at once, off our pipes
+        f"{'sleep 300' if hangs else 'echo Looks good.'}\n"
+    )
+    stub.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}",
+        marker.split("=")[0]: tmp_path.name,
+    }
+    done = subprocess.run(
+        [*kcheck_argv(), "probe", "--format", "json", "--timeout", "1", "--check", "criu.check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    detail = checks_of(done.stdout)["criu.check"]["detail"]
+    assert ("did not finish within 3s" in detail) if hangs else ("criu 4.2" in detail), detail
+    assert processes_marked(marker) == []

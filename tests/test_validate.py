@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from kcheck.core.report import model_problem, report_from_dict
 from kcheck.core.validate import first_problem, schema
-from kcheck.cr.compare import host_report
 from kcheck.cr.external import MANIFEST_SCHEMA, Manifest
+from kcheck.fleet.merge import read_host
 
 SCHEMAS = sorted(
     p.name.removesuffix(".json") for p in files("kcheck.schemas").iterdir() if p.name.endswith(".json")
@@ -29,6 +29,19 @@ SCHEMAS = sorted(
 def real_probe_report() -> dict:
     done = run_kcheck("probe", "--format", "json", "--release", "6.1.0-28-amd64", "--check", "kernel.release")
     return json.loads(done.stdout)
+
+
+def real_image_report() -> dict:
+    """An offline report of an image root (kernel.image set), with every check."""
+    with tempfile.TemporaryDirectory(prefix="kcheck-test-image-") as root:
+        Path(root, "boot").mkdir()
+        Path(root, "boot/vmlinuz-6.1.0-28-amd64").write_bytes(b"MZ")
+        Path(root, "boot/config-6.1.0-28-amd64").write_text("CONFIG_CHECKPOINT_RESTORE=y\n")
+        done = run_kcheck("probe", "--format", "json", "--root", root, "--release", "6.1.0-28-amd64")
+    return json.loads(done.stdout)
+
+
+IMAGE_REPORT = real_image_report()
 
 
 def real_fleet_report() -> dict:
@@ -254,7 +267,7 @@ def test_mutations_are_judged_as_jsonschema_judges_them(name, data):
 def test_the_models_fast_check_accepts_what_the_schema_accepts_and_only_what_it_can_read(data):
     """model_problem (the fleet's check, one per report) against jsonschema: it never refuses
     a valid report, and what it lets through, the model and the compare rules can read."""
-    document = copy.deepcopy(SAMPLES["probe-1"])
+    document = copy.deepcopy(data.draw(st.sampled_from([SAMPLES["probe-1"], IMAGE_REPORT])))
     for _ in range(data.draw(st.integers(1, 3))):
         where, key = data.draw(st.sampled_from(list(paths(document))))
         container = document
@@ -268,4 +281,7 @@ def test_the_models_fast_check_accepts_what_the_schema_accepts_and_only_what_it_
         assert model_problem(document) is None, document
     if model_problem(document) is None:
         report_from_dict(document)
-        host_report(Path("r.json"), document)
+        with tempfile.TemporaryDirectory(prefix="kcheck-test-report-") as directory:
+            path = Path(directory, "r.json")
+            path.write_text(json.dumps(document))
+            read_host(path)  # the fleet's reader: every field it takes, without a traceback

@@ -75,15 +75,17 @@ def _render_rich(report: Report, color: bool) -> str:
     import shutil
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     style = {"PASS": "green", "FAIL": "bold red", "WARN": "yellow", "UNKNOWN": "magenta", "SKIP": "dim"}
-    table = Table(title=_headline(report), title_justify="left")
+    table = Table(title=escape(_headline(report)), title_justify="left")
     for column in ("status", "check", "req", "evidence", "detail"):
         table.add_column(column, overflow="fold")
     for check in report.checks:
         label = _label(check)
-        detail = check.detail + (f"\n[dim]fix: {check.remedy}[/dim]" if check.remedy else "")
+        # what a check reports ("/[aio]" mappings, paths) is text, never rich markup
+        detail = escape(check.detail) + (f"\n[dim]fix: {escape(check.remedy)}[/dim]" if check.remedy else "")
         table.add_row(
             f"[{style[label]}]{label}[/]",
             check.id,

@@ -1,6 +1,7 @@
 """The probe report document (schema kcheck.probe/1, kcheck/schemas/probe-1.json): the Report
 model as JSON, and back. `kcheck probe --format json` writes it; `--boot` reads the guest's,
-`kcheck cr compare` reads two, and build-kernel keeps the verify report.
+`kcheck cr compare` reads two, `kcheck fleet report` thousands, and build-kernel keeps the
+verify report.
 """
 
 from __future__ import annotations
@@ -82,13 +83,21 @@ def report_from_dict(data: dict) -> Report:
 def parse_report(data: Any) -> Report:
     """A report another kcheck wrote, checked against its schema first; ValueError saying what
     is wrong with it otherwise."""
+    if problem := report_problem(data):
+        raise ValueError(problem)
+    return report_from_dict(data)
+
+
+def report_problem(data: Any, whole_schema: bool = True) -> str | None:
+    """Why `data` is not a probe report: checked by the whole schema, or with `whole_schema`
+    False by model_problem (for reading many at once); None when it is one."""
     from kcheck.core.validate import first_problem
 
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ValueError(f"not a {SCHEMA} probe report")
-    if problem := first_problem(data, SCHEMA_FILE):
-        raise ValueError(f"a malformed {SCHEMA} report ({problem})")
-    return report_from_dict(data)
+        return f"not a {SCHEMA} probe report"
+    if problem := first_problem(data, SCHEMA_FILE) if whole_schema else model_problem(data):
+        return f"a malformed {SCHEMA} report ({problem})"
+    return None
 
 
 _STATUSES = tuple(Status)  # tuples: a list or dict from a bad report must not raise on `in`
@@ -156,11 +165,9 @@ def _fix_ok(fix: Any) -> bool:
 
 
 def read_report_document(path: Path, whole_schema: bool = True) -> dict[str, Any]:
-    """A probe report file's document, checked (by the whole schema, or with `whole_schema`
-    False by model_problem: for reading many at once); bad input (exit 3) naming the file
-    when it is not one."""
+    """A probe report file's document, checked (report_problem); bad input (exit 3) naming
+    the file when it is not one."""
     from kcheck.core.files import read_json
-    from kcheck.core.validate import first_problem
 
     fix = "make it with `kcheck probe --format json --output FILE`"
     try:
@@ -169,14 +176,6 @@ def read_report_document(path: Path, whole_schema: bool = True) -> dict[str, Any
         raise KcheckError(f"{path}: no such file; {fix}") from None
     except (OSError, ValueError) as exc:
         raise KcheckError(f"{path}: not readable JSON ({exc}); {fix}") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise KcheckError(f"{path}: not a {SCHEMA} probe report; {fix}")
-    if problem := first_problem(data, SCHEMA_FILE) if whole_schema else model_problem(data):
-        raise KcheckError(f"{path}: a malformed {SCHEMA} report ({problem}); {fix}")
+    if problem := report_problem(data, whole_schema):
+        raise KcheckError(f"{path}: {problem}; {fix}")
     return data
-
-
-def read_report(path: Path) -> tuple[Report, dict[str, Any]]:
-    """A probe report file: the model, and the document as written (its hostname and time)."""
-    data = read_report_document(path)
-    return report_from_dict(data), data

@@ -98,6 +98,11 @@ def compare(source: HostReport, target: HostReport) -> list[Problem]:
 
 
 def _kernel_problems(source: HostReport, target: HostReport) -> list[Problem]:
+    for host, name in ((source, "source"), (target, "target")):
+        if host.machine is None:
+            return [
+                Problem("kernel", f"the {name} report has no architecture (offline): probe the booted host")
+            ]
     if source.machine != target.machine:
         return [Problem("kernel", f"architectures differ: source {source.machine}, target {target.machine}")]
     old, new = parse_release(source.release), parse_release(target.release)

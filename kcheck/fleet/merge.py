@@ -33,7 +33,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class FleetHost:
-    key: str  # the --name label, else the hostname; plus the image root of an offline report
+    key: str  # the --name label, else the hostname; not live: plus :IMAGE-ROOT (or :MODE) and :RELEASE
     name: str | None
     image: str | None
     mode: str
@@ -116,9 +116,11 @@ def read_host(path: Path) -> FleetHost:
     root = image["root"] if image else None
     compared = host_report(path, document)
     name = document.get("name")
-    label = name or compared.hostname
+    key = name or compared.hostname
+    if document["mode"] != "live":  # a host's candidate kernels and images are not the host
+        key += f":{root or document['mode']}:{compared.release}"
     return FleetHost(
-        key=f"{label}:{root}" if root else label,
+        key=key,
         name=name,
         image=root,
         mode=document["mode"],
@@ -169,7 +171,7 @@ def _classes(hosts: Iterable[FleetHost]) -> list[HostClass]:
 
 def read_hosts(paths: list[Path]) -> list[FleetHost]:
     """Every report, on every core for a big fleet: decoding JSON is most of the time."""
-    workers = min(os.cpu_count() or 1, len(paths) // REPORTS_PER_WORKER)
+    workers = min(len(os.sched_getaffinity(0)), len(paths) // REPORTS_PER_WORKER)
     if workers < 2:
         return [read_host(path) for path in paths]
     from concurrent.futures import ProcessPoolExecutor

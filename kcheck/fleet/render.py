@@ -142,6 +142,7 @@ def _render_rich(fleet: Fleet, color: bool) -> str:
     import shutil
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     style = {"ready": "green", "not-ready": "bold red", "undecided": "magenta"}
@@ -151,17 +152,17 @@ def _render_rich(fleet: Fleet, color: bool) -> str:
     for host in fleet.hosts:
         verdict = host.report.verdict
         for finding in host.failing:
-            fix = f"\n[dim]fix: {finding.remedy}[/dim]" if finding.remedy else ""
-            findings.add_row(
-                f"{host.key}\n[dim]{_describe(host)}[/dim]",
+            fix = f"\n[dim]fix: {escape(finding.remedy)}[/dim]" if finding.remedy else ""
+            findings.add_row(  # a report's text is data, never rich markup
+                f"{escape(host.key)}\n[dim]{escape(_describe(host))}[/dim]",
                 f"[{style[verdict]}]{verdict}[/]",
-                f"{finding.status.upper()} {finding.id}",
-                finding.detail + fix,
+                escape(f"{finding.status.upper()} {finding.id}"),
+                escape(finding.detail) + fix,
             )
     ready = Table(title="ready, by kernel and criu", title_justify="left")
     ready.add_column("hosts", overflow="fold")
     for line in _folded([h for h in fleet.hosts if h.report.verdict == "ready"]):
-        ready.add_row(line.strip())
+        ready.add_row(escape(line.strip()))
     matrix = Table(title="source class -> target class: does a checkpoint restore?", title_justify="left")
     matrix.add_column("class")
     matrix.add_column("hosts")
@@ -171,12 +172,12 @@ def _render_rich(fleet: Fleet, color: bool) -> str:
     for source in fleet.classes:
         marks = ["[red]no[/]" if fleet.matrix[(source.id, t.id)] else "[green]yes[/]" for t in fleet.classes]
         verdict = source.example.verdict
-        described = f"{_describe(source.hosts[0])}, [{style[verdict]}]{verdict}[/]"
+        described = f"{escape(_describe(source.hosts[0]))}, [{style[verdict]}]{verdict}[/]"
         matrix.add_row(source.id, str(len(source.hosts)), described, *marks)
     console = Console(force_terminal=color, no_color=not color, width=shutil.get_terminal_size().columns)
     with console.capture() as capture:
         for r in fleet.replaced:
-            console.print(f"{r.key}: two reports, kept the newer {r.kept} over {r.dropped}")
+            console.print(escape(f"{r.key}: two reports, kept the newer {r.kept} over {r.dropped}"))
         console.print(findings if any(h.failing for h in fleet.hosts) else headline(fleet))
         console.print(ready)
         console.print(matrix)

@@ -35,7 +35,8 @@ def _aio_child(report: Report) -> None:
         return
     live_context = context
     try:
-        maps = read_or_none("/proc/self/maps") or ""
+        with open("/proc/self/maps") as file:  # a failure is reported below, not hidden
+            maps = file.read()
         obs.update(context=context, maps=maps)
         ring = mapping_at(parse_maps(maps), context)
         if ring is None:

@@ -9,10 +9,11 @@ import os
 import shlex
 import shutil
 import signal
+import time
 from typing import TYPE_CHECKING
 
 from kcheck.probe import syscalls
-from kcheck.probe.children import Finisher, Unavailable
+from kcheck.probe.children import Finisher, Unavailable, wait_or_kill
 
 if TYPE_CHECKING:
     import subprocess
@@ -22,11 +23,13 @@ def start_criu(timeout: float) -> Finisher:
     criu = shutil.which("criu")
     if criu is None:
         return lambda: {"installed": False}
+    _subreaper(True)  # what criu starts and leaves behind becomes ours to reap
     version = _start_tool([criu, "--version"])
     try:
         check = _start_tool([criu, "check"])
     except Unavailable:
         _finish_tool(version, timeout)
+        _subreaper(False)
         raise
 
     def finish() -> dict[str, object]:
@@ -34,9 +37,10 @@ def start_criu(timeout: float) -> Finisher:
             version_done = _finish_tool(version, timeout)
             check_done = _finish_tool(check, timeout * 3, "3 × --timeout")
         finally:
+            deadline = time.monotonic() + timeout
             for process in (version, check):
-                if process.poll() is None:
-                    _kill_tool(process)
+                _end_group(process, deadline)
+            _subreaper(False)
         return {
             "installed": True,
             "path": criu,
@@ -46,6 +50,11 @@ def start_criu(timeout: float) -> Finisher:
         }
 
     return finish
+
+
+def _subreaper(enable: bool) -> None:
+    with contextlib.suppress(OSError):  # prctl: Linux >= 3.4
+        syscalls.set_child_subreaper(enable)
 
 
 def _start_tool(argv: list[str]) -> subprocess.Popen:
@@ -65,17 +74,21 @@ def _start_tool(argv: list[str]) -> subprocess.Popen:
         raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
 
 
-def _kill_tool(process: subprocess.Popen) -> None:
-    """Kill a tool and everything it started, and reap them all: its orphans are made ours
-    (a subreaper), so none is left to a PID 1 that may never reap it."""
-    with contextlib.suppress(OSError):  # prctl: Linux >= 3.4
-        syscalls.set_child_subreaper()
+def _end_group(process: subprocess.Popen, deadline: float) -> None:
+    """Kill what is left of a tool's process group and reap it all: the tool, and what it
+    started and orphaned (ours, as a subreaper), so nothing is left to a PID 1 that may never
+    reap it. Gives up at `deadline` on a process that cannot die (stuck in the kernel)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    with contextlib.suppress(ChildProcessError):
-        while True:
-            os.waitpid(-process.pid, 0)  # the rest of its process group, now our children
+    wait_or_kill(process.pid, deadline)
+    process.returncode = process.returncode if process.returncode is not None else -signal.SIGKILL
+    while time.monotonic() < deadline:
+        try:
+            reaped, _ = os.waitpid(-process.pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # none of its group is left
+        if not reaped:
+            time.sleep(0.001)
 
 
 def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--timeout") -> dict[str, object]:
@@ -84,7 +97,7 @@ def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--ti
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_tool(process)
+        _end_group(process, time.monotonic() + timeout)
         process.communicate()
         raise Unavailable(
             f"{shlex.join(process.args)} did not finish within {timeout:g}s ({allowed}); raise --timeout"

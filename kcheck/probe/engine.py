@@ -90,8 +90,12 @@ def probe_setup(
     if config is not None or ctx.mode == "offline":
         # A broken config is bad input and raises now, before any probe runs; a missing
         # one (Unavailable) only makes the config checks unknown.
-        with contextlib.suppress(Unavailable):
-            ctx.observe("config")
+        try:
+            with contextlib.suppress(Unavailable):
+                ctx.observe("config")
+        except BaseException:
+            ctx.close()  # the early-started collectors are the context's now
+            raise
     return ctx
 
 

@@ -125,9 +125,9 @@ def io_getevents_probe(context: int) -> tuple[int, int | None]:
     return (int(result), ctypes.get_errno() if result < 0 else None)
 
 
-def set_child_subreaper() -> None:
+def set_child_subreaper(enable: bool = True) -> None:
     """Orphans in our subtree (a tree criu restored with -d) become our children to reap."""
-    if libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if libc().prctl(PR_SET_CHILD_SUBREAPER, int(enable), 0, 0, 0) != 0:
         _raise("prctl(PR_SET_CHILD_SUBREAPER)")
 
 
