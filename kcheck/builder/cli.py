@@ -87,7 +87,13 @@ def register(jobs) -> None:
         help="release suffix (default -kcheck); write --localversion=-lab, as it starts with '-'",
     )
     build = parser.add_argument_group("build")
-    build.add_argument("--jobs", "-j", type=jobs_arg, metavar="N", help="parallel make jobs (default: nproc)")
+    build.add_argument(
+        "--jobs",
+        "-j",
+        type=jobs_arg,
+        metavar="N",
+        help="parallel make jobs (default: nproc; with --distcc, the hosts' slots)",
+    )
     build.add_argument(
         "--targets",
         action="append",
@@ -96,6 +102,17 @@ def register(jobs) -> None:
     )
     build.add_argument(
         "--cc-wrapper", metavar="WRAPPER", help='compile through ccache, distcc or "ccache distcc"'
+    )
+    build.add_argument(
+        "--distcc",
+        metavar="HOSTS",
+        help="compile across these distccd hosts, in DISTCC_HOSTS syntax (e.g. 'helper1/8 helper2/8,lzo'); "
+        "each must answer a test compile with this machine's gcc first; -j defaults to their slots",
+    )
+    build.add_argument(
+        "--distcc-degraded",
+        action="store_true",
+        help="with --distcc: build with the hosts that answer instead of refusing when some do not",
     )
     build.add_argument(
         "--min-free",

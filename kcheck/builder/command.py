@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcheck.builder import pipeline, plan, preflight
+from kcheck.builder import distcc, pipeline, plan, preflight
 from kcheck.builder.context import Run, tree_path
 from kcheck.builder.dryrun import dry_run_plan
 from kcheck.builder.gitops import TreeGit
@@ -57,9 +57,11 @@ def execute(given: dict[str, Any]) -> int:
     if dry_run:
         channel.say(dry_run_plan(options, catalog, upstream, config_path), end="")
         return 0
+    # Last, as the slowest: a test compile through each --distcc host.
+    cluster = None if options.distcc is None else distcc.check_hosts(options.distcc, options.distcc_degraded)
     return run_locked(
         options,
-        (catalog, upstream, config_path),
+        (catalog, upstream, config_path, cluster),
         lambda run: pipeline.run_stages(run, continuing=resume == "continue"),
     )
 
@@ -91,9 +93,11 @@ def options_from(given: dict[str, Any]) -> BuildOptions:
         localmodconfig=given.get("localmodconfig", False),
         settings=tuple(parse_setting(text) for text in given.get("settings", ())),
         localversion=given.get("localversion", DEFAULT_LOCALVERSION),
-        jobs=len(os.sched_getaffinity(0)) if given.get("jobs") is None else given["jobs"],
+        jobs=default_jobs(given) if given.get("jobs") is None else given["jobs"],
         targets=targets or default_targets(),
         cc_wrapper=given.get("cc_wrapper"),
+        distcc=given.get("distcc"),
+        distcc_degraded=given.get("distcc_degraded", False),
         install=given.get("install", False),
         install_root=absolute.get("install_root"),
         reboot=given.get("reboot", False),
@@ -103,6 +107,13 @@ def options_from(given: dict[str, Any]) -> BuildOptions:
         verify_timeout=given.get("verify_timeout", BuildOptions.verify_timeout),
         force=given.get("force", False),
     )
+
+
+def default_jobs(given: dict[str, Any]) -> int:
+    """nproc; with --distcc, the slots of the hosts given."""
+    if given.get("distcc") is not None:
+        return distcc.parse_hosts(given["distcc"]).jobs()
+    return len(os.sched_getaffinity(0))
 
 
 def config_option(value: str) -> str:
@@ -139,7 +150,7 @@ def check_before_work(options: BuildOptions, dry_run: bool, resuming: bool) -> t
     catalog = load_build_catalog(options)
     upstream = options.upstream or common_upstream(catalog, options)
     check_url("--upstream", upstream)
-    preflight.check_tools(options.cc_wrapper)
+    preflight.check_tools(options.wrapper_tools)
     if options.repo is not None:
         check_url("--repo", options.repo)
     reference = options.reference
@@ -225,10 +236,10 @@ def run_locked(options: BuildOptions, checked: tuple | None, work) -> int:
             raise unusable_workdir(options.workdir, exc) from None
         try:
             if checked is None:  # --abort: no catalog or config needed
-                catalog, upstream, config_path = {}, "", Path()
+                catalog, upstream, config_path, cluster = {}, "", Path(), None
             else:
-                catalog, upstream, config_path = checked
-            run = Run(options, catalog, upstream, config_path, state, log, Progress(log))
+                catalog, upstream, config_path, cluster = checked
+            run = Run(options, catalog, upstream, config_path, state, log, Progress(log), cluster)
             log.header("kcheck build-kernel " + " ".join(f"{k}={v}" for k, v in options.to_json().items()))
             work(run)
         finally:

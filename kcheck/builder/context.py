@@ -10,6 +10,7 @@ from typing import Any
 
 from kcheck.builder import kbuild
 from kcheck.builder.arch import arch_facts
+from kcheck.builder.distcc import Cluster
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import BuildOptions
 from kcheck.builder.progress import BuildLog, Progress
@@ -93,6 +94,12 @@ class Run:
     state: BuildState
     log: BuildLog
     progress: Progress
+    cluster: Cluster | None = None  # --distcc: what this run's preflight found
+
+    @property
+    def distcc_hosts(self) -> str | None:
+        """DISTCC_HOSTS of this run's make: the hosts that answered the preflight."""
+        return self.cluster.hosts if self.cluster is not None else None
 
     @property
     def tree(self) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import git
 
-from kcheck.builder import gitops, kbuild, plan
+from kcheck.builder import distcc, gitops, kbuild, plan
 from kcheck.builder.arch import arch_facts
 from kcheck.builder.context import METADATA, REPRODUCER, tree_path
 from kcheck.builder.gitops import TreeGit
@@ -42,12 +42,15 @@ def dry_run_plan(
             lines += dry_run_picks(options, catalog, upstream, tree, repo)
             variables = kbuild.make_variables(options, TreeGit(repo, None).commit_date("HEAD"))
         stale = kbuild.stale_key_settings(kbuild.base_config_text(config_path), tree)
+    if options.distcc is not None:
+        lines += distcc_preflight(options)
     lines.append(f"# {base}: the options of {config_path}")
     commands = kbuild.config_and_build_commands(options, base, stale, variables)
     if options.installs:
         modules = kbuild.installs_modules(options, kbuild.base_config_text(config_path))
+    env = kbuild.distcc_env(options)
     if options.install:
-        commands += kbuild.install_commands(variables, modules)
+        commands += kbuild.install_commands(variables, modules, env)
     lines += [command.shell() for command in commands]
     image = (
         arch_facts().boot_image(options.targets) or f"<the image of --targets {' '.join(options.targets)}>"
@@ -64,7 +67,7 @@ def dry_run_plan(
     if options.install_root is not None:
         root = options.install_root
         lines.append(f"# install into {root}: <image> is {image}, <release> what kernelrelease printed")
-        commands = kbuild.install_root_commands(variables, modules, root, "<image>", "<release>")
+        commands = kbuild.install_root_commands(variables, modules, root, "<image>", "<release>", env)
         lines += [command.shell() for command in commands]
         lines.append(f"# then record the build in {root / BUILD_RECORD_DIR}/<release>.json")
     if options.install:
@@ -75,6 +78,21 @@ def dry_run_plan(
         confirm = "" if options.yes else "   # after a yes on the terminal"
         lines.append(shell_line(reboot_argv()) + confirm)
     return "\n".join(lines) + "\n"
+
+
+def distcc_preflight(options: BuildOptions) -> list[str]:
+    """What a run checks before its first make: the dry run contacts no host."""
+    hosts = distcc.parse_hosts(options.distcc or "")
+    remote = " ".join(host.spec for host in hosts.remote) or "none but localhost"
+    unless = (
+        "hosts that do not answer are left out (--distcc-degraded)"
+        if options.distcc_degraded
+        else "refused unless every host answers"
+    )
+    return [
+        f"# distcc preflight: a test compile through each host ({remote}), before any work; {unless},",
+        "# and refused if a host's gcc differs from this machine's. Each make gets distcc's environment.",
+    ]
 
 
 def dry_run_picks(

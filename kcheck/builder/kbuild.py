@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kcheck.builder import distcc
 from kcheck.builder.options import BuildOptions, ConfigSetting
 from kcheck.builder.progress import BuildLog, shell_line
 from kcheck.core import kconfig
@@ -80,40 +81,71 @@ def make_variables(options: BuildOptions, timestamp: str) -> tuple[str, ...]:
     return tuple(variables)
 
 
-def make_env(options: BuildOptions) -> dict[str, str]:
+def uses_ccache(options: BuildOptions) -> bool:
+    return "ccache" in (options.cc_wrapper or "").split()
+
+
+def distcc_env(options: BuildOptions, hosts: str | None = None, log: bool = False) -> dict[str, str]:
+    """--distcc: DISTCC_HOSTS (`hosts`, those the preflight found answering; else as given, in a
+    dry run), and distcc's state in the work dir. Every make gets it: each runs `$(CC) --version`,
+    and kconfig reconfigures when that text changes. `log`: distcc's log too (the build's make)."""
+    if options.distcc is None:
+        return {}
+    given = options.distcc if hosts is None else hosts
+    return distcc.build_env(given, uses_ccache(options), options.workdir, log)
+
+
+def make_env(options: BuildOptions, hosts: str | None = None) -> dict[str, str]:
     """ccache keys on the source directory too unless told not to: clones of a tree share hits."""
-    return {"CCACHE_NOHASHDIR": "true"} if options.cc_wrapper and "ccache" in options.cc_wrapper else {}
+    ccache = {"CCACHE_NOHASHDIR": "true"} if uses_ccache(options) else {}
+    return ccache | distcc_env(options, hosts, log=True)
+
+
+def variables_for(options: BuildOptions, variables: tuple[str, ...]) -> tuple[str, ...]:
+    """The same build identity with the CC= of `options` (the reproducer's build without distcc)."""
+    kept = tuple(variable for variable in variables if not variable.startswith("CC="))
+    return (*kept, f"CC={options.cc}") if options.cc else kept
 
 
 def config_commands(
-    options: BuildOptions, base: Path, stale_keys: list[ConfigSetting], variables: tuple[str, ...]
+    options: BuildOptions,
+    base: Path,
+    stale_keys: list[ConfigSetting],
+    variables: tuple[str, ...],
+    hosts: str | None = None,
 ) -> list[Command]:
     """Copy the base config, trim it, set LOCALVERSION and --set options, then olddefconfig."""
     edit = ("scripts/config", "--file", ".config")
+    env = distcc_env(options, hosts)
     commands = [Command(("cp", str(base), ".config"))]
     if options.localmodconfig:
-        commands.append(Command(("make", *variables, "localmodconfig"), answer_defaults=True))
+        commands.append(Command(("make", *variables, "localmodconfig"), env, answer_defaults=True))
     settings = [ConfigSetting("LOCALVERSION", f'"{options.localversion}"'), *stale_keys, *options.settings]
     commands += [Command((*edit, *setting.scripts_config_args())) for setting in settings]
-    commands.append(Command(("make", *variables, "olddefconfig")))
+    commands.append(Command(("make", *variables, "olddefconfig"), env))
     return commands
 
 
-def release_command(variables: tuple[str, ...]) -> Command:
-    return Command(("make", "-s", *variables, "kernelrelease"))
+def release_command(variables: tuple[str, ...], env: dict[str, str] | None = None) -> Command:
+    return Command(("make", "-s", *variables, "kernelrelease"), env or {})
 
 
-def build_command(options: BuildOptions, variables: tuple[str, ...]) -> Command:
-    return Command(("make", f"-j{options.jobs}", *variables, *options.targets), make_env(options))
+def build_command(options: BuildOptions, variables: tuple[str, ...], hosts: str | None = None) -> Command:
+    return Command(("make", f"-j{options.jobs}", *variables, *options.targets), make_env(options, hosts))
 
 
 def config_and_build_commands(
-    options: BuildOptions, base: Path, stale_keys: list[ConfigSetting], variables: tuple[str, ...]
+    options: BuildOptions,
+    base: Path,
+    stale_keys: list[ConfigSetting],
+    variables: tuple[str, ...],
+    hosts: str | None = None,
 ) -> list[Command]:
     """From the base config to the built targets, as --dry-run prints and reproducer.sh replays
     them; the config and build stages run the same commands."""
-    commands = config_commands(options, base, stale_keys, variables)
-    return [*commands, release_command(variables), build_command(options, variables)]
+    commands = config_commands(options, base, stale_keys, variables, hosts)
+    release = release_command(variables, distcc_env(options, hosts))
+    return [*commands, release, build_command(options, variables, hosts)]
 
 
 def installs_modules(options: BuildOptions, config_text: str) -> bool:
@@ -123,22 +155,28 @@ def installs_modules(options: BuildOptions, config_text: str) -> bool:
     return built and parse_kconfig(config_text).get("CONFIG_MODULES") == "y"
 
 
-def install_commands(variables: tuple[str, ...], modules: bool) -> list[Command]:
+def install_commands(
+    variables: tuple[str, ...], modules: bool, env: dict[str, str] | None = None
+) -> list[Command]:
     """Modules first, as the kernel docs say: `make install` may build an initramfs from them."""
-    install = [Command(("make", *variables, "install"))]
-    return [Command(("make", *variables, "modules_install")), *install] if modules else install
+    install = [Command(("make", *variables, "install"), env or {})]
+    return [Command(("make", *variables, "modules_install"), env or {}), *install] if modules else install
 
 
 def install_root_commands(
-    variables: tuple[str, ...], modules: bool, root: Path, image: str, release: str
+    variables: tuple[str, ...],
+    modules: bool,
+    root: Path,
+    image: str,
+    release: str,
+    env: dict[str, str] | None = None,
 ) -> list[Command]:
     """Install into a node image. `make install` runs the host's installkernel hooks (initramfs,
     boot loader) even with INSTALL_PATH, so the kernel, System.map and config are copied into
     ROOT/boot as the distros name them; modules go in with INSTALL_MOD_PATH."""
     boot = root / "boot"
-    commands = (
-        [Command(("make", *variables, f"INSTALL_MOD_PATH={root}", "modules_install"))] if modules else []
-    )
+    install_modules = ("make", *variables, f"INSTALL_MOD_PATH={root}", "modules_install")
+    commands = [Command(install_modules, env or {})] if modules else []
     commands.append(Command(("mkdir", "-p", str(boot))))
     for source, name in ((image, "vmlinuz"), ("System.map", "System.map"), (".config", "config")):
         commands.append(Command(("cp", source, f"{boot}/{name}-{release}")))

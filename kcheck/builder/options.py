@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from kcheck.builder.distcc import parse_hosts
 from kcheck.core.release import MAX_RELEASE
 from kcheck.errors import KcheckError
 
@@ -141,6 +142,8 @@ class BuildOptions:
     jobs: int = 1
     targets: tuple[str, ...] = ()
     cc_wrapper: str | None = None
+    distcc: str | None = None  # --distcc HOSTS, as given (DISTCC_HOSTS syntax)
+    distcc_degraded: bool = False
     install: bool = False
     install_root: Path | None = None  # install into this node image instead of the host
     reboot: bool = False
@@ -192,12 +195,31 @@ class BuildOptions:
             words = self.cc_wrapper.split()
             if not words or any(w not in CC_WRAPPERS for w in words) or len(set(words)) != len(words):
                 raise KcheckError(f'--cc-wrapper {self.cc_wrapper!r}: use ccache, distcc or "ccache distcc"')
+        if self.distcc is not None:
+            parse_hosts(self.distcc)
+            if "distcc" in (self.cc_wrapper or "").split():
+                raise KcheckError(
+                    f"--cc-wrapper {self.cc_wrapper!r} with --distcc: --distcc puts distcc in itself; "
+                    "pass --cc-wrapper ccache, or no --cc-wrapper"
+                )
+        elif self.distcc_degraded:
+            raise KcheckError("--distcc-degraded: only with --distcc HOSTS; drop it, or pass --distcc")
         check_localversion(self.localversion, "--localversion")
 
     @property
     def cc(self) -> str | None:
-        """The CC= make variable for --cc-wrapper: the wrappers, then the compiler."""
-        return f"{self.cc_wrapper} gcc" if self.cc_wrapper else None
+        """The CC= make variable for --cc-wrapper: the wrappers, then the compiler. --distcc comes
+        last: after ccache it is ccache's CCACHE_PREFIX (the make environment), so cache hits
+        never leave this machine."""
+        if self.cc_wrapper:
+            return f"{self.cc_wrapper} gcc"
+        return "distcc gcc" if self.distcc is not None else None
+
+    @property
+    def wrapper_tools(self) -> str | None:
+        """The compiler wrappers that must be installed: --cc-wrapper's, and distcc for --distcc."""
+        words = (self.cc_wrapper or "").split() + (["distcc"] if self.distcc is not None else [])
+        return " ".join(words) or None
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kcheck.builder import distcc
 from kcheck.builder.context import Run
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.picks import continue_stage, fetch_and_pick, git_failures
@@ -12,6 +13,10 @@ from kcheck.core.repos import open_kernel_repo
 
 def run_stages(run: Run, continuing: bool) -> None:
     """Everything after preflight; StageFailed (exit 1) when a stage fails."""
+    if run.cluster is not None:
+        for line in distcc.announce(run.cluster):
+            run.say(line)
+        distcc.fresh_state(run.workdir)
     if CloneStage.wanted(run.options):
         run_kernel_stage(CloneStage(run, None))
     tree = TreeGit(open_kernel_repo(run.tree), run.log)

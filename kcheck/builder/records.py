@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from kcheck import __version__
-from kcheck.builder import gitops, kbuild, plan
+from kcheck.builder import distcc, gitops, kbuild, plan
 from kcheck.builder.context import METADATA, METADATA_SCHEMA, REPRODUCER, Run
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.progress import shell_line
@@ -47,7 +47,7 @@ def patches(run: Run) -> list[dict[str, Any]]:
 
 def tool_versions(run: Run) -> dict[str, str | None]:
     tools = {"kcheck": __version__, "python": sys.version.split()[0]}
-    compilers = ["gcc", *(run.options.cc_wrapper or "").split()]
+    compilers = ["gcc", *(run.options.wrapper_tools or "").split()]
     for tool in ["git", "make", *compilers]:
         try:
             done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10)
@@ -61,8 +61,8 @@ def metadata(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> dict[str, A
     options = run.options
     pick = run.picked
     config = run.configured
-    command = kbuild.build_command(options, variables)
-    return {
+    command = kbuild.build_command(options, variables, run.distcc_hosts)
+    data = {
         "schema": METADATA_SCHEMA,
         "source": {
             "tree": str(run.tree),
@@ -104,6 +104,17 @@ def metadata(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> dict[str, A
         "log": str(run.log.path),
         "reproducer": str(run.workdir / REPRODUCER),
     }
+    if options.distcc is not None:
+        data["distcc"] = distcc_record(run)
+    return data
+
+
+def distcc_record(run: Run) -> dict[str, Any] | None:
+    """The hosts that built the kernel (the build stage's, once it finished), their compilers,
+    and the jobs each ran by distcc's log."""
+    saved = run.outputs(Stage.BUILD).get("distcc")
+    cluster = distcc.Cluster.from_json(saved) if saved else run.cluster
+    return distcc.record(cluster, run.workdir) if cluster is not None else None
 
 
 def reproducer(run: Run, variables: tuple[str, ...]) -> str:
@@ -138,9 +149,27 @@ def reproducer(run: Run, variables: tuple[str, ...]) -> str:
     lines.append(shell_line(recipe.tag_command()))
     stale = [kbuild.ConfigSetting(name.removeprefix("CONFIG_"), '""') for name in config.cleared]
     base = run.workdir / kbuild.BASE_CONFIG
-    commands = kbuild.config_and_build_commands(options, base, stale, variables)
-    lines += [command.shell() for command in commands]
+    # Without the cluster: this machine alone builds the same kernel.
+    local = replace(options, distcc=None, distcc_degraded=False)
+    commands = kbuild.config_and_build_commands(local, base, stale, kbuild.variables_for(local, variables))
+    lines += [command.shell() for command in commands[:-1]]
+    if options.distcc is not None:
+        lines += distcc_alternative(run, variables)
+    lines.append(commands[-1].shell())
     return "\n".join(lines) + "\n"
+
+
+def distcc_alternative(run: Run, variables: tuple[str, ...]) -> list[str]:
+    """The build line as --distcc ran it, commented out: it needs the cluster."""
+    record = distcc_record(run)
+    hosts = record["hosts"] if record else run.options.distcc
+    remote = kbuild.build_command(run.options, variables, hosts)
+    env = {key: value for key, value in remote.env.items() if key not in distcc.PRIVATE_ENV}
+    return [
+        "# Or across machines with distcc, as kcheck built it. With the same gcc on every host this",
+        "# gives the same vmlinux byte for byte for configs without debug info (e.g. tinyconfig):",
+        "# " + kbuild.Command(remote.argv, env).shell(),
+    ]
 
 
 def write_records(run: Run, tree: TreeGit, variables: tuple[str, ...]) -> None:

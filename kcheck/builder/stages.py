@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kcheck.builder import gitops, kbuild
+from kcheck.builder import distcc, gitops, kbuild
 from kcheck.builder.context import VERIFY_REPORT, Run, built_image, make_variables, sha256
 from kcheck.builder.gitops import TreeGit
 from kcheck.builder.options import BuildOptions
@@ -173,9 +173,10 @@ class ConfigStage(TreeStage):
         run, variables = self.run, self.variables
         base = run.workdir / kbuild.BASE_CONFIG
         write_atomic(base, self.base_text)
-        for command in kbuild.config_commands(run.options, base, self.stale, variables):
+        for command in kbuild.config_commands(run.options, base, self.stale, variables, run.distcc_hosts):
             kbuild.run_command(command, run.tree, run.log)
-        release = kbuild.run_command(kbuild.release_command(variables), run.tree, run.log, capture=True)
+        env = kbuild.distcc_env(run.options, run.distcc_hosts)
+        release = kbuild.run_command(kbuild.release_command(variables, env), run.tree, run.log, capture=True)
         config_text = (run.tree / ".config").read_text(errors="replace")
         lost = kbuild.lost_settings(run.options.settings, config_text)
         for setting in lost:
@@ -213,15 +214,24 @@ class BuildStage(TreeStage):
     def previous(self, outputs: dict[str, Any]) -> str:
         return " ".join(self.run.options.targets)
 
+    def prepare(self) -> None:
+        run = self.run
+        if run.cluster is not None:
+            last = run.state.get(Stage.BUILD)
+            distcc.start_log(run.workdir, resuming=last is not None and last.inputs == self.inputs())
+
     def label(self) -> str:
-        return f"{kbuild.build_command(self.run.options, self.variables).shell()}  (log: {self.run.log.path})"
+        command = kbuild.build_command(self.run.options, self.variables, self.run.distcc_hosts)
+        return f"{command.shell()}  (log: {self.run.log.path})"
 
     def work(self) -> dict[str, Any]:
-        write_records(self.run, self.tree, self.variables)
+        run = self.run
+        write_records(run, self.tree, self.variables)
         kbuild.run_command(
-            kbuild.build_command(self.run.options, self.variables), self.run.tree, self.run.log
+            kbuild.build_command(run.options, self.variables, run.distcc_hosts), run.tree, run.log
         )
-        return {}
+        # The hosts that built it, for metadata.json after later runs (whose preflight may differ).
+        return {"distcc": run.cluster.to_json()} if run.cluster is not None else {}
 
     def failed(self) -> None:
         write_records(self.run, self.tree, self.variables)
@@ -313,11 +323,12 @@ class InstallStage(TreeStage):
     def prepare(self) -> None:
         run, variables = self.run, self.variables
         root = run.options.install_root
+        env = kbuild.distcc_env(run.options, run.distcc_hosts)
         modules = kbuild.installs_modules(run.options, (run.tree / ".config").read_text(errors="replace"))
         if root is None:
             self.what, self.commands = (
                 "make modules_install install",
-                kbuild.install_commands(variables, modules),
+                kbuild.install_commands(variables, modules, env),
             )
             return
         image = built_image(run)
@@ -325,7 +336,7 @@ class InstallStage(TreeStage):
             raise StageFailed(f"no kernel image among --targets {' '.join(run.options.targets)} to install")
         self.what = f"into {root}"
         self.commands = kbuild.install_root_commands(
-            variables, modules, root, str(image.relative_to(run.tree)), run.configured.release
+            variables, modules, root, str(image.relative_to(run.tree)), run.configured.release, env
         )
 
     def label(self) -> str:
