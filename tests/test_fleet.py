@@ -15,6 +15,7 @@ from conftest import requires_root, run_kcheck
 from test_offline import FULL_CONFIG, NEW, OLD, make_image
 
 from kcheck.core.validate import schema
+from kcheck.fleet.merge import read_together, report_paths
 
 CHROMIUM = shutil.which("chromium")
 
@@ -316,3 +317,28 @@ def test_a_big_fleet_read_by_a_process_pool_gives_the_same_answers(reports, tmp_
     (tmp_path / "node-1234.json").write_text('{"schema": "kcheck.probe/1", "mode": "live"}')
     done = fleet(str(tmp_path))
     assert done.returncode == 3 and f"{tmp_path / 'node-1234.json'}: a malformed" in done.stderr
+
+
+def test_hosts_read_together_share_their_equal_parts_and_keep_their_own(reports, tmp_path):
+    """What lets 10,000 hosts fit in memory and cross from the pool's readers cheaply: equal
+    statuses, details and findings are one object; different ones stay apart."""
+    shutil.copy(reports / "img-bad.json", tmp_path / "img-bad-again.json")
+    paths = [reports / "img-new-1.json", reports / "img-new-2.json", reports / "img-bad.json"]
+    new1, new2, bad, again = read_together([*paths, tmp_path / "img-bad-again.json"])
+    assert new1.report.statuses is new2.report.statuses  # the details name each image's path
+    assert new1.report.details != new2.report.details and new1.report.details is not new2.report.details
+    assert bad.failing and bad.failing is again.failing
+    assert bad.report.details is again.report.details and bad.report.statuses is again.report.statuses
+    assert bad.report.statuses != new1.report.statuses and bad.report.statuses is not new1.report.statuses
+    assert [host.report.path for host in (bad, again)] == [
+        str(paths[2]),
+        str(tmp_path / "img-bad-again.json"),
+    ]
+
+
+def test_a_directory_is_read_as_its_json_files_only(reports, tmp_path):
+    """As glob("*.json"): no hidden files, no other names, no subdirectories."""
+    for name in ("img-new-1.json", ".img-bad.json", "img-bad.json.bak"):
+        shutil.copy(reports / name.lstrip(".").removesuffix(".bak"), tmp_path / name)
+    (tmp_path / "sub.json").mkdir()
+    assert report_paths([tmp_path]) == [tmp_path / "img-new-1.json"]

@@ -163,6 +163,16 @@ SAMPLES = {
         "tools": {"kcheck": "0.1.0", "ccache": None},
         "log": "/var/tmp/kcheck-build/build.log",
         "reproducer": "/var/tmp/kcheck-build/reproducer.sh",
+        "distcc": {
+            "given": "127.0.0.1:3632/2 127.0.0.1:3633/2 10.0.0.9/8",
+            "hosts": "127.0.0.1:3632/2 127.0.0.1:3633/2",
+            "compilers": {"localhost": "GCC: (Debian 12.2.0-14) 12.2.0 (x86-64)"},
+            "left_out": {"10.0.0.9/8": "does not answer (no reply in 10 s)"},
+            "jobs": {"127.0.0.1:3632/2": 211, "127.0.0.1:3633/2": 198, "localhost": 3},
+            "moved": 2,
+            "fell_back": 0,
+            "log": "/var/tmp/kcheck-build/distcc.log",
+        },
     },
     "build-state-1": {
         "schema": "kcheck.build-state/1",

@@ -103,6 +103,7 @@ def report_problem(data: Any, whole_schema: bool = True) -> str | None:
 _STATUSES = tuple(Status)  # tuples: a list or dict from a bad report must not raise on `in`
 _EVIDENCE = tuple(Evidence)
 _OPTIONAL_TEXT = ("hostname", "generated_at")
+_FIX_KEYS = frozenset(("patchset", "min_version"))
 
 
 def model_problem(data: dict[str, Any]) -> str | None:
@@ -128,26 +129,30 @@ def model_problem(data: dict[str, Any]) -> str | None:
         return "$.name, $.hostname or $.generated_at is not a string"
     if not isinstance(checks, list):
         return "$.checks is not an array"
-    for number, check in enumerate(checks):
-        if not (isinstance(check, dict) and _check_ok(check)):
-            return f"$.checks[{number}] lacks a field of a check, or has one of the wrong type"
+    # Straight-line, with a missing key or a check that is not an object caught once: this runs
+    # for every check of every report.
+    number = 0
+    try:
+        for number, check in enumerate(checks):
+            fix, remedy = check["fix"], check["remedy"]
+            if not (
+                isinstance(check["id"], str)
+                and isinstance(check["title"], str)
+                and isinstance(check["detail"], str)
+                and type(check["required"]) is bool
+                and check["status"] in _STATUSES
+                and check["evidence"] in _EVIDENCE
+                and (remedy is None or isinstance(remedy, str))
+                and (fix is None or _fix_ok(fix))
+            ):
+                return _check_problem(number)
+    except (KeyError, TypeError):
+        return _check_problem(number)
     return None
 
 
-def _check_ok(check: dict[str, Any]) -> bool:
-    """One check's fields (straight-line: this runs for every check of every report)."""
-    get = check.get
-    fix, remedy = get("fix", False), get("remedy", False)
-    return (
-        isinstance(get("id"), str)
-        and isinstance(get("title"), str)
-        and isinstance(get("detail"), str)
-        and type(get("required")) is bool
-        and get("status") in _STATUSES
-        and get("evidence") in _EVIDENCE
-        and (remedy is None or isinstance(remedy, str))
-        and (fix is None or _fix_ok(fix))
-    )
+def _check_problem(number: int) -> str:
+    return f"$.checks[{number}] lacks a field of a check, or has one of the wrong type"
 
 
 def _str_or_none(data: dict[str, Any], key: str, required: bool = False) -> bool:
@@ -157,10 +162,11 @@ def _str_or_none(data: dict[str, Any], key: str, required: bool = False) -> bool
 
 
 def _fix_ok(fix: Any) -> bool:
-    return (
-        isinstance(fix, dict)
-        and fix.keys() == {"patchset", "min_version"}
-        and all(v is None or isinstance(v, str) for v in fix.values())
+    if not isinstance(fix, dict) or fix.keys() != _FIX_KEYS:
+        return False
+    patchset, min_version = fix["patchset"], fix["min_version"]
+    return (patchset is None or isinstance(patchset, str)) and (
+        min_version is None or isinstance(min_version, str)
     )
 
 

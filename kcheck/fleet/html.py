@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from kcheck.fleet.merge import Fleet
+from kcheck.fleet.merge import Finding, Fleet
 from kcheck.fleet.render import headline
 
 STYLE = """
@@ -64,21 +64,28 @@ def _replaced(fleet: Fleet) -> str:
 
 def _not_ready(fleet: Fleet) -> str:
     rows = []
+    cells_of: dict[Finding, str] = {}  # hosts share findings: each is escaped once
     for host in fleet.hosts:
         if host.report.verdict == "ready":
             continue
+        key, verdict = escape(host.key), escape(host.report.verdict)
         for finding in host.failing:
-            fix = f'<div class="fix">fix: {escape(finding.remedy)}</div>' if finding.remedy else ""
-            rows.append(
-                f'<tr class="finding"><td>{escape(host.key)}</td>'
-                f'<td class="{escape(host.report.verdict)}">{escape(host.report.verdict)}</td>'
-                f'<td class="{escape(finding.status)}">{escape(finding.status)}</td>'
-                f"<td>{escape(finding.id)}</td><td>{escape(finding.detail)}{fix}</td></tr>"
-            )
+            cells = cells_of.get(finding)
+            if cells is None:
+                cells = cells_of[finding] = _finding_cells(finding)
+            rows.append(f'<tr class="finding"><td>{key}</td><td class="{verdict}">{verdict}</td>{cells}</tr>')
     if not rows:
         return '<h2>Not ready</h2><p id="not-ready">Every host is ready.</p>'
     head = "<tr><th>host</th><th>verdict</th><th>status</th><th>check</th><th>detail and fix</th></tr>"
     return f'<h2>Not ready and undecided</h2><table id="not-ready">{head}{"".join(rows)}</table>'
+
+
+def _finding_cells(finding: Finding) -> str:
+    fix = f'<div class="fix">fix: {escape(finding.remedy)}</div>' if finding.remedy else ""
+    return (
+        f'<td class="{escape(finding.status)}">{escape(finding.status)}</td>'
+        f"<td>{escape(finding.id)}</td><td>{escape(finding.detail)}{fix}</td>"
+    )
 
 
 def _grid(fleet: Fleet) -> str:
@@ -88,18 +95,24 @@ def _grid(fleet: Fleet) -> str:
         f'<th class="check">{escape(check)}</th>' for check in checks
     )
     rows = []
+    cells_of: dict[tuple, str] = {}  # one row's cells per kind of statuses
     for host in fleet.hosts:
-        statuses = host.report.statuses
-        cells = "".join(
-            f'<td class="cell {escape(statuses.get(check, "absent"))}" '
-            f'title="{escape(check)}: {escape(statuses.get(check, "not run"))}"></td>'
-            for check in checks
-        )
+        cells = cells_of.get(host.status_pairs)
+        if cells is None:
+            cells = cells_of[host.status_pairs] = _status_cells(host.report.statuses, checks)
         verdict = escape(host.report.verdict)
         rows.append(
             f'<tr class="host"><td>{escape(host.key)}</td><td class="{verdict}">{verdict}</td>{cells}</tr>'
         )
     return f'<h2>Hosts and checks</h2><table id="grid">{head}</tr>{"".join(rows)}</table>'
+
+
+def _status_cells(statuses: dict[str, str], checks: list[str]) -> str:
+    return "".join(
+        f'<td class="cell {escape(statuses.get(check, "absent"))}" '
+        f'title="{escape(check)}: {escape(statuses.get(check, "not run"))}"></td>'
+        for check in checks
+    )
 
 
 def _matrix(fleet: Fleet) -> str:
