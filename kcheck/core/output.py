@@ -36,6 +36,21 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int
         raise KcheckError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def text_style(output: Path | None) -> tuple[bool, bool]:
+    """(table, colour) for text bound for `output` (None: stdout): rich tables only for a
+    terminal, and colour there only without NO_COLOR; a file or a pipe gets plain text."""
+    terminal = output is None and sys.stdout.isatty()
+    return terminal, terminal and not os.environ.get("NO_COLOR")
+
+
+def emit(output: Path | None, text: str) -> None:
+    """A result to --output when one was given (write_output), else to stdout."""
+    if output is not None:
+        write_output(output, text)
+    else:
+        sys.stdout.write(text)
+
+
 def write_output(path: Path, text: str) -> None:
     """Where a user's --output points: `-` is stdout; our own fd (`/dev/stdout`,
     `/proc/self/fd/N`), a character device or a FIFO is written through, never replaced; a

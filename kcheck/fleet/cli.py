@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from kcheck.core.args import path_arg
 
@@ -40,7 +38,7 @@ def register(jobs) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from kcheck.core.output import write_output
+    from kcheck.core.output import emit, text_style
     from kcheck.fleet.merge import load_fleet
     from kcheck.fleet.render import render_json, render_text
 
@@ -52,10 +50,7 @@ def run_report(args: argparse.Namespace) -> int:
     elif args.format == "json":
         text = render_json(fleet)
     else:
-        terminal = args.output is None and sys.stdout.isatty()
-        text = render_text(fleet, table=terminal, color=terminal and not os.environ.get("NO_COLOR"))
-    if args.output is not None:
-        write_output(args.output, text)
-    else:
-        sys.stdout.write(text)
+        table, color = text_style(args.output)
+        text = render_text(fleet, table=table, color=color)
+    emit(args.output, text)
     return int(fleet.exit_code)

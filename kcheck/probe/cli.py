@@ -194,18 +194,15 @@ def _probe(args: argparse.Namespace, early: EarlyStart | None) -> int:
 def _emit(args: argparse.Namespace, report) -> int:
     """Render the report as asked, to --output or stdout; the exit code follows it."""
     report.name = args.name
-    from kcheck.core.output import append_text, write_output
+    from kcheck.core.output import append_text, emit, text_style
     from kcheck.core.render import FORMATS, github_step_summary, render_text
 
     if args.format == "text":
-        terminal = args.output is None and sys.stdout.isatty()
-        text = render_text(report, table=terminal, color=terminal and not os.environ.get("NO_COLOR"))
+        table, color = text_style(args.output)
+        text = render_text(report, table=table, color=color)
     else:
         text = FORMATS[args.format](report)
-    if args.output is not None:
-        write_output(args.output, text)
-    else:
-        sys.stdout.write(text)
+    emit(args.output, text)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if args.format == "github" and summary_path:
         append_text(Path(summary_path), github_step_summary(report))
