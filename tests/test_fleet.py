@@ -341,4 +341,4 @@ def test_a_directory_is_read_as_its_json_files_only(reports, tmp_path):
     for name in ("img-new-1.json", ".img-bad.json", "img-bad.json.bak"):
         shutil.copy(reports / name.lstrip(".").removesuffix(".bak"), tmp_path / name)
     (tmp_path / "sub.json").mkdir()
-    assert report_paths([tmp_path]) == [tmp_path / "img-new-1.json"]
+    assert report_paths([tmp_path]) == [str(tmp_path / "img-new-1.json")]

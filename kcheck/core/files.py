@@ -13,6 +13,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 MiB = 1 << 20
 CONFIG_LIMIT = 16 * MiB  # a distro kernel config is about 0.3 MB
 CHANGELOG_LIMIT = 64 * MiB  # a decompressed kernel changelog is tens of MB at most
+FilePath = str | Path  # str where thousands of files are read: a Path costs more to make and pickle
 DOCUMENT_LIMIT = 16 * MiB  # JSON and TOML documents: reports, records, manifests, patchsets
 
 
@@ -41,7 +42,7 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_capped(path: Path, limit: int) -> bytes:
+def read_capped(path: FilePath, limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; InputRefused or OSError otherwise."""
     # Refused before it is opened: opening some devices does something (a watchdog arms).
     if not stat.S_ISREG(mode := os.stat(path).st_mode):
@@ -86,7 +87,7 @@ def read_maybe_gzipped(path: Path, limit: int) -> bytes:
     return plain
 
 
-def read_json(path: Path, limit: int = DOCUMENT_LIMIT) -> Any:
+def read_json(path: FilePath, limit: int = DOCUMENT_LIMIT) -> Any:
     """A JSON document; ValueError when it is not JSON (or nested past the parser's depth)."""
     import json
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kcheck import __version__
 from kcheck.core.result import SCHEMA, CheckResult, Evidence, Fix, Report, Status
 from kcheck.errors import KcheckError
+
+if TYPE_CHECKING:
+    from kcheck.core.files import FilePath
 
 SCHEMA_FILE = "probe-1"
 
@@ -170,7 +172,7 @@ def _fix_ok(fix: Any) -> bool:
     )
 
 
-def read_report_document(path: Path, whole_schema: bool = True) -> dict[str, Any]:
+def read_report_document(path: FilePath, whole_schema: bool = True) -> dict[str, Any]:
     """A probe report file's document, checked (report_problem); bad input (exit 3) naming
     the file when it is not one."""
     from kcheck.core.files import read_json

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kcheck.core import channel
+from kcheck.core.files import FilePath
 from kcheck.core.release import parse_release
 from kcheck.core.report import read_report_document
 from kcheck.core.result import ExitCode, Status, decide
@@ -57,7 +58,7 @@ def load_report(path: Path) -> HostReport:
     return host_report(path, read_report_document(path))
 
 
-def host_report(path: Path, document: dict[str, Any]) -> HostReport:
+def host_report(path: FilePath, document: dict[str, Any]) -> HostReport:
     """What the compare rules read of a checked probe report document (read_report_document);
     `kcheck fleet report` reads thousands of them this way, without building each Report."""
     kernel, checks = document["kernel"], document["checks"]
