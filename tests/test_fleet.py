@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import requires_root, run_kcheck
+from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 from test_offline import FULL_CONFIG, NEW, OLD, make_image
 
 from kcheck.core.validate import schema
@@ -337,8 +337,35 @@ def test_hosts_read_together_share_their_equal_parts_and_keep_their_own(reports,
 
 
 def test_a_directory_is_read_as_its_json_files_only(reports, tmp_path):
-    """As glob("*.json"): no hidden files, no other names, no subdirectories."""
+    """As glob("*.json"): hidden ones too, no other names, no subdirectories; sorted."""
     for name in ("img-new-1.json", ".img-bad.json", "img-bad.json.bak"):
         shutil.copy(reports / name.lstrip(".").removesuffix(".bak"), tmp_path / name)
     (tmp_path / "sub.json").mkdir()
-    assert report_paths([tmp_path]) == [str(tmp_path / "img-new-1.json")]
+    assert report_paths([tmp_path]) == [str(tmp_path / ".img-bad.json"), str(tmp_path / "img-new-1.json")]
+
+
+@requires_root
+def test_a_directory_nobody_may_list_is_bad_input_naming_it(reports, open_dir):
+    locked = open_dir / "locked"
+    locked.mkdir(mode=0o700)
+    shutil.copy(reports / "img-new-1.json", locked)
+    done = subprocess.run(
+        [*NOBODY, *kcheck_argv(), "fleet", "report", str(locked)], capture_output=True, text=True
+    )
+    assert done.returncode == 3, done.stderr
+    assert (
+        done.stderr
+        == f"kcheck: error: {locked}: cannot list this directory (Permission denied); check its permissions\n"
+    )
+
+
+def test_a_report_without_checks_is_read_beside_others(reports, tmp_path):
+    """An empty statuses dict and an empty findings tuple are different parts, never shared."""
+    empty = {**json.loads((reports / "img-new-1.json").read_text()), "checks": [], "name": "empty"}
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    ready, bare, again = read_together(
+        [reports / "img-new-1.json", tmp_path / "empty.json", tmp_path / "empty.json"]
+    )
+    assert ready.failing == () and bare.failing == ()
+    assert bare.report.statuses == {} and bare.report.details == {} and bare.status_pairs == ()
+    assert again.report.statuses is bare.report.statuses
