@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +45,7 @@ class FleetHost:
     report: HostReport  # what the compare rules read: path, hostname, verdict, kernel, criu, statuses
     failing: tuple[Finding, ...]
 
-    @property
+    @cached_property  # classes, check counts and the HTML grid each look it up
     def status_pairs(self) -> tuple[tuple[str, str], ...]:
         """(check, status) pairs, hashable: a fleet has a few kinds, so what depends only on
         them is worked out once per kind, not once per host."""
