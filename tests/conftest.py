@@ -39,6 +39,13 @@ def run_kcheck(
     )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_user_cache(tmp_path_factory):
+    """kcheck's user cache (the catalog's JSON) in this run's own directory, for every test and
+    every kcheck it starts: never the tester's ~/.cache, never a cache left by an earlier run."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 # Run a command as user nobody (root's tests of what an unprivileged user gets).
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -284,3 +285,84 @@ def test_an_unlistable_catalog_dir_says_so(open_dir):
     )
     assert done.returncode == 3
     assert f"{catalog}: cannot list the catalog directory (Permission denied)" in done.stderr
+
+
+# --- the catalog cache: a validated catalog kept as JSON, used only while its files are unchanged
+
+
+def _cached_catalog(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A one-patchset catalog, loaded once, and the cache file that load wrote."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    catalog = write_catalog(tmp_path / "catalog", good())
+    load_catalog(catalog)
+    (cache,) = (tmp_path / "cache" / "kcheck").glob("catalog-*.json")
+    return catalog, cache
+
+
+def _edit_cache(cache: Path, summary: str) -> None:
+    data = json.loads(cache.read_text())
+    data["patchsets"][0]["summary"] = summary
+    cache.write_text(json.dumps(data))
+
+
+def test_a_second_load_reads_the_cache_and_equals_the_parsed_catalog(tmp_path, monkeypatch):
+    catalog, cache = _cached_catalog(tmp_path, monkeypatch)
+    assert cache.stat().st_mode & 0o777 == 0o600 and cache.parent.stat().st_mode & 0o777 == 0o700
+    parsed = load_catalog(catalog)  # from the cache
+    _edit_cache(cache, "from the cache")
+    assert load_catalog(catalog)["good"].summary == "from the cache"  # so the cache is what is read
+    cache.unlink()
+    assert load_catalog(catalog) == parsed  # the same catalog as parsing the TOML gives
+    assert parsed["good"].needed_from == KernelVersion(3, 18)
+    assert parsed["good"].commits[0].note == "why" and parsed["good"].path == catalog / "good.toml"
+
+
+def test_a_changed_file_is_parsed_again(tmp_path, monkeypatch):
+    catalog, cache = _cached_catalog(tmp_path, monkeypatch)
+    _edit_cache(cache, "stale")
+    write_catalog(catalog, {**good(), "summary": "edited"})
+    assert load_catalog(catalog)["good"].summary == "edited"
+    assert load_catalog(catalog)["good"].summary == "edited"  # and the cache was rewritten
+    assert "edited" in cache.read_text()
+
+
+def test_a_broken_file_is_refused_even_when_a_cache_exists(tmp_path, monkeypatch):
+    catalog, _ = _cached_catalog(tmp_path, monkeypatch)
+    (catalog / "good.toml").write_text("name = ")
+    for _ in range(2):  # errors are never cached
+        with pytest.raises(CatalogError, match="malformed TOML"):
+            load_catalog(catalog)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda cache: cache.chmod(0o622),  # others may write it
+        lambda cache: os.chown(cache, 65534, 65534),  # another user's
+        lambda cache: cache.write_text("{not json"),
+        lambda cache: cache.write_text('{"key": 1}'),
+        lambda cache: cache.write_text(json.dumps({**json.loads(cache.read_text()), "patchsets": [{}]})),
+    ],
+    ids=["writable-by-others", "owned-by-another-user", "not-json", "other-key", "malformed"],
+)
+def test_a_cache_file_that_cannot_be_trusted_is_not_used(tmp_path, monkeypatch, spoil):
+    catalog, cache = _cached_catalog(tmp_path, monkeypatch)
+    _edit_cache(cache, "from the cache")
+    spoil(cache)
+    assert load_catalog(catalog)["good"].summary == "test patchset good"
+
+
+def test_a_symlinked_cache_file_is_not_followed(tmp_path, monkeypatch):
+    catalog, cache = _cached_catalog(tmp_path, monkeypatch)
+    _edit_cache(cache, "from the cache")
+    cache.rename(tmp_path / "elsewhere.json")
+    cache.symlink_to(tmp_path / "elsewhere.json")
+    assert load_catalog(catalog)["good"].summary == "test patchset good"
+
+
+def test_an_unwritable_cache_only_means_parsing(tmp_path, monkeypatch):
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-dir"))
+    catalog = write_catalog(tmp_path / "catalog", good())
+    assert load_catalog(catalog)["good"].summary == "test patchset good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "not-a-dir"]  # no temp file left

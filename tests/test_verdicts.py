@@ -4,7 +4,6 @@ The tables assert whole Outcomes (status, detail, unobservable, evidence, remedy
 is what an SRE reads, so a changed word is a changed verdict."""
 
 import copy
-import dataclasses
 from itertools import zip_longest
 
 import pytest
@@ -798,7 +797,7 @@ def test_offline_fix_of_a_patchset(release, image, expected):
 def test_offline_fix_with_a_tag_that_names_no_release_needs_the_changelog():
     """A site catalog may fetch from any tag (for-linus-4.2): it says nothing of the release."""
     first = OVERLAY_FIX.commits[0]
-    site_fix = dataclasses.replace(OVERLAY_FIX, commits=(dataclasses.replace(first, tag="for-linus-4.2"),))
+    site_fix = OVERLAY_FIX._replace(commits=(first._replace(tag="for-linus-4.2"),))
     release = "4.3.0-1-amd64"  # every v4.x tag is in it, but the site tag tells nothing
     assert verdicts.offline_fix(release, site_fix, "4.2", changelog(first.subject)) == Outcome(
         Status.PASS,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from kcheck.builder.distcc import parse_hosts
+from kcheck.core.files import user_cache_dir
 from kcheck.core.release import MAX_RELEASE
 from kcheck.errors import KcheckError
 
@@ -118,8 +119,7 @@ def default_workdir(job: str = "build") -> Path:
     """/var/tmp for root (lab hosts build as root), else the user's cache directory."""
     if os.geteuid() == 0:
         return Path(f"/var/tmp/kcheck-{job}")
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "kcheck" / job
+    return Path(user_cache_dir(), job)
 
 
 @dataclass(frozen=True)

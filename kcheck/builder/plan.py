@@ -8,7 +8,6 @@ resume and conflict handling, picks.py), --dry-run prints it, reproducer.sh repl
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ def select_patchsets(
     """--patchset names as given (needed or not), else every patchset the version needs."""
     if forced:
         return [
-            dataclasses.replace(catalog[name], needed_from=None, needed_below=_EVERY_VERSION)
+            catalog[name]._replace(needed_from=None, needed_below=_EVERY_VERSION)
             for name in dict.fromkeys(forced)
         ]
     return [p for p in catalog.values() if p.needed_for(version)]

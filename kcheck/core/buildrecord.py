@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from typing import Any
 
 RECORD_SCHEMA = "kcheck.build-record/1"
 BUILD_RECORD_DIR = "var/lib/kcheck/builds"  # inside a root: the host's or an image's

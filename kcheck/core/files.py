@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from typing import Any
 
 GZIP_MAGIC = b"\x1f\x8b"
 MiB = 1 << 20
@@ -73,18 +76,27 @@ def read_maybe_gzipped(path: Path, limit: int) -> bytes:
     data = read_capped(path, limit)
     if data[:2] != GZIP_MAGIC:
         return data
-    import gzip
-    import io
-    import zlib
+    import zlib  # not gzip: that module costs the probe's start-up more than the whole config read
 
+    chunks, size, rest = [], 0, data
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            plain = stream.read(limit + 1)
-    except (OSError, EOFError, zlib.error) as exc:
+        while rest and size <= limit:
+            member = zlib.decompressobj(wbits=31)  # one gzip member; several may follow each other
+            chunks.append(member.decompress(rest, limit + 1 - size))
+            size += len(chunks[-1])
+            if size <= limit and not member.eof:
+                raise CorruptGzip("compressed file ended before the end-of-stream marker was reached")
+            rest = member.unused_data.lstrip(b"\0")  # zero padding may follow the last member
+    except zlib.error as exc:
         raise CorruptGzip(str(exc)) from None
-    if len(plain) > limit:
+    if size > limit:
         raise InputRefused(0, f"decompresses to more than {limit // MiB} MB, more than kcheck reads")
-    return plain
+    return b"".join(chunks)
+
+
+def user_cache_dir() -> str:
+    """kcheck's directory in the user's cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kcheck")
 
 
 def read_json(path: FilePath, limit: int = DOCUMENT_LIMIT) -> Any:

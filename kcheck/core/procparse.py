@@ -7,7 +7,7 @@ verdicts built on them can turn "nothing usable" into an honest FAIL or UNKNOWN.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 
 def parse_fdinfo(text: str) -> dict[str, str]:
@@ -25,26 +25,22 @@ def fdinfo_mnt_id(text: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+_OCTAL_ESCAPE = r"\\([0-7]{3})"  # patterns compile on first use (re's cache), not at import
 
 
 def unescape_proc_path(path: str) -> str:
     """Undo the octal escaping (`\\040` for space) that mountinfo and maps apply to paths."""
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), path)
+    return re.sub(_OCTAL_ESCAPE, lambda m: chr(int(m.group(1), 8)), path) if "\\" in path else path
 
 
-@dataclass(frozen=True)
-class Mount:
-    """One line of /proc/PID/mountinfo."""
+class Mount(
+    namedtuple(
+        "Mount", ("mount_id", "parent_id", "major", "minor", "root", "mount_point", "fstype", "source")
+    )
+):
+    """One line of /proc/PID/mountinfo: ids and device numbers are ints, the rest text."""
 
-    mount_id: int
-    parent_id: int
-    major: int
-    minor: int
-    root: str
-    mount_point: str
-    fstype: str
-    source: str
+    __slots__ = ()
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
@@ -84,21 +80,13 @@ def mount_at(mounts: list[Mount], mount_point: str) -> Mount | None:
     return found[-1] if found else None
 
 
-_MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) (\d+)\s*(.*)$")
+_MAPS_LINE = r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) (\d+)\s*(.*)$"
 
 
-@dataclass(frozen=True)
-class Mapping:
-    """One line of /proc/PID/maps."""
+class Mapping(namedtuple("Mapping", ("start", "end", "perms", "offset", "major", "minor", "inode", "path"))):
+    """One line of /proc/PID/maps: perms and path are text, the rest ints."""
 
-    start: int
-    end: int
-    perms: str
-    offset: int
-    major: int
-    minor: int
-    inode: int
-    path: str
+    __slots__ = ()
 
     @property
     def length(self) -> int:
@@ -107,8 +95,9 @@ class Mapping:
 
 def parse_maps(text: str) -> list[Mapping]:
     mappings = []
+    line_pattern = re.compile(_MAPS_LINE)
     for line in text.splitlines():
-        match = _MAPS_LINE.match(line)
+        match = line_pattern.match(line)
         if not match:
             continue
         start, end, perms, offset, major, minor, inode, path = match.groups()

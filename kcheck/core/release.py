@@ -8,45 +8,47 @@ never a wrong version.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
-_RELEASE = re.compile(r"^(\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?(?:-rc(\d{1,3}))?(.*)$")
+# Patterns are strings, compiled by re's cache on first use: the probe compiles only what it uses.
+_RELEASE = r"^(\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?(?:-rc(\d{1,3}))?(.*)$"
 MAX_RELEASE = 64  # the kernel's __NEW_UTS_LEN: `uname -r` holds at most this many characters
 # A release as `uname -r` prints it; it names files (boot/config-R), so no '/' and no whitespace.
-RELEASE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+~-]{{0,{MAX_RELEASE - 1}}}")
+_RELEASE_NAME = rf"[A-Za-z0-9][A-Za-z0-9._+~-]{{0,{MAX_RELEASE - 1}}}"
+FINAL = 1 << 30  # rc_order of a final release: it sorts after every release candidate
 
 
-@dataclass(frozen=True, order=True)
-class KernelVersion:
-    """major.minor.patch, with an optional -rcN that sorts before the final release."""
+def is_release(text: str) -> bool:
+    """Whether `text` is a kernel release as `uname -r` prints it."""
+    return re.fullmatch(_RELEASE_NAME, text) is not None
 
-    major: int
-    minor: int
-    patch: int = 0
-    # Sort key for the release candidate: a final release is "infinitely" late.
-    rc_order: int = 1 << 30
+
+class KernelVersion(
+    namedtuple("KernelVersion", ("major", "minor", "patch", "rc_order"), defaults=(0, FINAL))
+):
+    """major.minor.patch (ints), with an optional -rcN (rc_order) that sorts before the final
+    release: a named tuple, so versions order as their fields do."""
+
+    __slots__ = ()
 
     @property
     def rc(self) -> int | None:
-        return None if self.rc_order == 1 << 30 else self.rc_order
+        return None if self.rc_order == FINAL else self.rc_order
 
     def __str__(self) -> str:
         text = f"{self.major}.{self.minor}.{self.patch}"
         return text if self.rc is None else f"{text}-rc{self.rc}"
 
 
-@dataclass(frozen=True)
-class KernelRelease:
-    """A parsed `uname -r` string: its version plus the distro/local suffix."""
+class KernelRelease(namedtuple("KernelRelease", ("raw", "version", "local"))):
+    """A parsed `uname -r` string (raw): its KernelVersion plus the distro/local suffix."""
 
-    raw: str
-    version: KernelVersion
-    local: str
+    __slots__ = ()
 
 
 def parse_version(text: str) -> KernelVersion:
     """Parse '4.2', '3.19.0' or '4.2-rc2'; raise ValueError on anything else."""
-    match = _RELEASE.match(text.strip())
+    match = re.match(_RELEASE, text.strip())
     if not match or match.group(5):
         raise ValueError(f"not a kernel version: {text!r} (expected e.g. 4.2 or 3.19.0)")
     return _version_from(match)
@@ -55,7 +57,7 @@ def parse_version(text: str) -> KernelVersion:
 def parse_release(text: str) -> KernelRelease | None:
     """Parse a release such as '6.1.0-28-amd64'; None when it does not start with a version."""
     raw = text.strip()
-    match = _RELEASE.match(raw)
+    match = re.match(_RELEASE, raw)
     if not match:
         return None
     return KernelRelease(raw=raw, version=_version_from(match), local=match.group(5))
@@ -69,12 +71,12 @@ def _version_from(match: re.Match[str]) -> KernelVersion:
     return version
 
 
-_MAKEFILE_VAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=[ \t]*(\S*)", re.M)
+_MAKEFILE_VAR = r"(?m)^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=[ \t]*(\S*)"
 
 
 def version_from_makefile(text: str) -> KernelRelease:
     """The version a kernel tree's top-level Makefile declares; ValueError if it declares none."""
-    fields = dict(_MAKEFILE_VAR.findall(text))
+    fields = dict(re.findall(_MAKEFILE_VAR, text))
     if not fields.get("VERSION", "").isdigit() or not fields.get("PATCHLEVEL", "").isdigit():
         raise ValueError("Makefile has no numeric VERSION and PATCHLEVEL: not a kernel tree")
     sublevel = fields.get("SUBLEVEL") or "0"

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
 
 from kcheck import __version__
 from kcheck.core.result import SCHEMA, CheckResult, Evidence, Fix, Report, Status
 from kcheck.errors import KcheckError
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
+    from typing import Any
+
     from kcheck.core.files import FilePath
 
 SCHEMA_FILE = "probe-1"

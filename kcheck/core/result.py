@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 SCHEMA = "kcheck.probe/1"
@@ -46,33 +46,63 @@ VERDICT_EXIT = {
 }
 
 
-@dataclass(frozen=True)
-class Fix:
-    """What fixes a failing check: a patchset in the catalog, or a kernel at least this new."""
-
-    patchset: str | None = None
-    min_version: str | None = None
+# The model is plain classes and named tuples, not dataclasses: every probe builds it, and
+# importing dataclasses (with inspect) costs the probe's start-up ~20 ms on a small VM.
 
 
-@dataclass
+class Fix(namedtuple("Fix", ("patchset", "min_version"), defaults=(None, None))):
+    """What fixes a failing check: a patchset in the catalog (patchset: str | None), or a
+    kernel at least this new (min_version: str | None)."""
+
+    __slots__ = ()
+
+
 class CheckResult:
-    id: str
-    title: str
-    required: bool
-    status: Status
-    evidence: Evidence
-    detail: str
-    fix: Fix | None = None
-    remedy: str | None = None
+    """One check's outcome in a report."""
+
+    def __init__(
+        self,
+        id: str,
+        title: str,
+        required: bool,
+        status: Status,
+        evidence: Evidence,
+        detail: str,
+        fix: Fix | None = None,
+        remedy: str | None = None,
+    ) -> None:
+        self.id = id
+        self.title = title
+        self.required = required
+        self.status = status
+        self.evidence = evidence
+        self.detail = detail
+        self.fix = fix
+        self.remedy = remedy
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is CheckResult and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"CheckResult({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
-@dataclass
 class Report:
-    kernel: dict[str, object]
-    checks: list[CheckResult]
-    mode: str = "live"
-    tools: dict[str, str | None] = field(default_factory=dict)
-    name: str | None = None  # the operator's label for this host (--name), e.g. its inventory name
+    """The probe's report: the kernel judged, every check's result, and the tools seen."""
+
+    def __init__(
+        self,
+        kernel: dict[str, object],
+        checks: list[CheckResult],
+        mode: str = "live",
+        tools: dict[str, str | None] | None = None,
+        name: str | None = None,  # the operator's label for this host (--name), e.g. its inventory name
+    ) -> None:
+        self.kernel = kernel
+        self.checks = checks
+        self.mode = mode
+        self.tools = {} if tools is None else tools
+        self.name = name
 
     @property
     def verdict(self) -> Verdict:

@@ -1,54 +1,58 @@
-"""Load and validate the patchset catalog (`patchsets/*.toml`)."""
+"""Load and validate the patchset catalog (`patchsets/*.toml`).
+
+Every probe loads it, and parsing TOML (tomllib and its imports) costs the probe's start-up
+more than the rest of the catalog work. So a validated catalog is kept as JSON in the user's
+cache, keyed by each file's name, size, mtime and inode (as Python keys its bytecode cache),
+kcheck's version and the probe's check ids; any change is parsed and validated again."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
-import tomllib
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
-from kcheck.core.files import DOCUMENT_LIMIT, read_capped
+from kcheck import __version__
+from kcheck.core.files import DOCUMENT_LIMIT, read_capped, user_cache_dir
 from kcheck.core.release import KernelVersion, parse_version
 from kcheck.errors import CatalogError
 
-_SHA = re.compile(r"^[0-9a-f]{10,40}$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Patterns compile on first use (re's cache): a probe whose catalog comes from the cache needs none.
+_SHA = r"^[0-9a-f]{10,40}$"
+_NAME = r"^[a-z0-9][a-z0-9-]*$"
 # Tags and URLs end up in git command lines (fetch refspecs, `git remote add`): keep them plain.
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_UPSTREAM = re.compile(r"^[^\s-]\S*$")
+_TAG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_UPSTREAM = r"^[^\s-]\S*$"
+CACHE_FORMAT = 1
 _PATCHSET_KEYS = {"name", "summary", "fixes", "needed_from", "needed_below", "upstream", "commits"}
 _REQUIRED_PATCHSET_KEYS = _PATCHSET_KEYS - {"needed_from"}
 _COMMIT_KEYS = {"sha", "subject", "author", "tag", "note"}
 _REQUIRED_COMMIT_KEYS = _COMMIT_KEYS - {"note"}
 
 
-@dataclass(frozen=True)
-class Commit:
-    """One upstream commit; `sha` may be abbreviated (10+ hex) when only that is known."""
+class Commit(namedtuple("Commit", ("sha", "subject", "author", "tag", "note"), defaults=(None,))):
+    """One upstream commit (text fields; note may be None); `sha` may be abbreviated (10+ hex)
+    when only that is known."""
 
-    sha: str
-    subject: str
-    author: str
-    tag: str
-    note: str | None = None
+    __slots__ = ()
 
     @property
     def is_full(self) -> bool:
         return len(self.sha) == 40
 
 
-@dataclass(frozen=True)
-class Patchset:
-    """Upstream commits that together fix some probe checks, and the kernels that need them."""
+class Patchset(
+    namedtuple(
+        "Patchset", ("name", "summary", "fixes", "needed_from", "needed_below", "upstream", "commits", "path")
+    )
+):
+    """Upstream commits (a tuple of Commit) that together fix some probe checks (`fixes`, a
+    tuple of check ids), and the kernels that need them: KernelVersions from `needed_from`
+    (or None: every older one) to below `needed_below`. `path` is the file it came from."""
 
-    name: str
-    summary: str
-    fixes: tuple[str, ...]
-    needed_from: KernelVersion | None
-    needed_below: KernelVersion
-    upstream: str
-    commits: tuple[Commit, ...]
-    path: Path
+    __slots__ = ()
 
     def needed_for(self, version: KernelVersion) -> bool:
         """Whether a kernel of this version lacks the fix by its version alone."""
@@ -84,15 +88,104 @@ def load_catalog(directory: Path | None = None) -> dict[str, Patchset]:
         raise CatalogError(f"{directory}: cannot list the catalog directory ({exc.strerror})") from None
     if not files:
         raise CatalogError(f"{directory}: no *.toml patchsets in the catalog directory")
+    cache = _CatalogCache(directory, files, CHECK_IDS)
+    if (catalog := cache.read()) is not None:
+        return catalog
     known = set(CHECK_IDS)
-    catalog: dict[str, Patchset] = {}
+    catalog = {}
     listed: list[tuple[str, int, Path, int]] = []  # sha, order of listing, file, index
     for path in files:
         patchset = _load_patchset(path, known)
         listed += [(c.sha, len(listed) + i, path, i) for i, c in enumerate(patchset.commits)]
         catalog[patchset.name] = patchset
     _refuse_duplicate_commits(listed)
+    cache.write(catalog)
     return catalog
+
+
+class _CatalogCache:
+    """A validated catalog as JSON in the user's cache, good while its files are unchanged.
+
+    Best effort: a cache that cannot be read or written only means parsing the TOML. A file
+    that another user owns or may write is never trusted (a root probe run with a user's
+    HOME must not read what that user wrote)."""
+
+    def __init__(self, directory: Path, files: list[Path], check_ids: tuple[str, ...]) -> None:
+        where = os.path.realpath(directory)
+        self.file = os.path.join(user_cache_dir(), f"catalog-{_crc(where):08x}.json")
+        self.key: object = None
+        try:
+            stats = [(path.name, os.stat(path)) for path in files]
+        except OSError:
+            return  # read as TOML, which reports the problem
+        self.key = [
+            CACHE_FORMAT,
+            __version__,
+            where,
+            list(check_ids),
+            [[name, st.st_size, st.st_mtime_ns, st.st_ino] for name, st in stats],
+        ]
+
+    def read(self) -> dict[str, Patchset] | None:
+        if self.key is None:
+            return None
+        try:
+            with open(self.file, "rb", opener=_no_follow) as stream:
+                st = os.fstat(stream.fileno())
+                if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > DOCUMENT_LIMIT:
+                    return None
+                data = json.loads(stream.read())
+            if data["key"] != self.key:
+                return None
+            return {entry["name"]: _patchset_from_json(entry) for entry in data["patchsets"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, catalog: dict[str, Patchset]) -> None:
+        if self.key is None:
+            return
+        document = {"key": self.key, "patchsets": [_patchset_to_json(p) for p in catalog.values()]}
+        temp = f"{self.file}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.file), mode=0o700, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as stream:
+                json.dump(document, stream)
+            os.replace(temp, self.file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _crc(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(os.fsencode(text))
+
+
+def _patchset_to_json(patchset: Patchset) -> dict[str, object]:
+    return {
+        **patchset._asdict(),
+        "commits": [list(commit) for commit in patchset.commits],
+        "path": str(patchset.path),
+    }
+
+
+def _patchset_from_json(entry: dict) -> Patchset:
+    return Patchset(
+        name=entry["name"],
+        summary=entry["summary"],
+        fixes=tuple(entry["fixes"]),
+        needed_from=KernelVersion(*entry["needed_from"]) if entry["needed_from"] else None,
+        needed_below=KernelVersion(*entry["needed_below"]),
+        upstream=entry["upstream"],
+        commits=tuple(Commit(*commit) for commit in entry["commits"]),
+        path=Path(entry["path"]),
+    )
 
 
 def _refuse_duplicate_commits(listed: list[tuple[str, int, Path, int]]) -> None:
@@ -109,6 +202,8 @@ def _refuse_duplicate_commits(listed: list[tuple[str, int, Path, int]]) -> None:
 
 
 def _load_patchset(path: Path, known_checks: set[str]) -> Patchset:
+    import tomllib
+
     try:
         data = tomllib.loads(read_capped(path, DOCUMENT_LIMIT).decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -121,7 +216,7 @@ def _load_patchset(path: Path, known_checks: set[str]) -> Patchset:
 
     _check_keys(data, _PATCHSET_KEYS, _REQUIRED_PATCHSET_KEYS, "", fail)
     name = _string(data, "name", fail)
-    if not _NAME.match(name):
+    if not re.match(_NAME, name):
         raise fail("name", f"{name!r} must be lowercase ASCII letters, digits and dashes")
     if name != path.stem:
         raise fail("name", f"{name!r} must match the file name {path.stem!r}")
@@ -136,7 +231,7 @@ def _load_patchset(path: Path, known_checks: set[str]) -> Patchset:
     if needed_from is not None and needed_from >= needed_below:
         raise fail("needed_from", f"{needed_from} is not below needed_below {needed_below}: empty range")
     upstream = _string(data, "upstream", fail)
-    if not _UPSTREAM.match(upstream):
+    if not re.match(_UPSTREAM, upstream):
         raise fail("upstream", f"{upstream!r} must be a git URL or path without spaces or a leading '-'")
     commits_data = data["commits"]
     if not isinstance(commits_data, list) or not commits_data:
@@ -148,10 +243,10 @@ def _load_patchset(path: Path, known_checks: set[str]) -> Patchset:
             raise fail(where, "must be a table")
         _check_keys(entry, _COMMIT_KEYS, _REQUIRED_COMMIT_KEYS, f"{where}.", fail)
         sha = _string(entry, "sha", fail, where).lower()
-        if not _SHA.match(sha):
+        if not re.match(_SHA, sha):
             raise fail(f"{where}.sha", f"{sha!r} is not 10 to 40 hex digits")
         tag = _string(entry, "tag", fail, where)
-        if not _TAG.match(tag):
+        if not re.match(_TAG, tag):
             raise fail(f"{where}.tag", f'{tag!r} is not a tag name such as "v4.2-rc2"')
         note = _string(entry, "note", fail, where) if "note" in entry else None
         commits.append(

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import namedtuple
 from functools import partial
-from typing import Any
 
 from kcheck.core.result import Evidence
 from kcheck.probe import verdicts
-from kcheck.probe.verdicts import Outcome
+
+_FIELDS = (
+    "id",  # str, e.g. "overlayfs.mnt_id"
+    "title",  # str
+    "required",  # bool
+    "source",  # str: the collector in kcheck.probe.observe.SOURCES that feeds the verdict
+    "verdict",  # the observation -> verdicts.Outcome
+    "evidence",  # Evidence: the kind of result (default live)
+    "needs_root",  # bool: euid 0; checks that can use a user namespace do not need it
+    "patchset",  # str | None: the catalog patchset that fixes a failure
+    "min_version",  # str | None: for fixes outside the catalog
+    "remedy",  # str | None: what to do when the check fails, beyond the patchset
+    "affects",  # str | None: what breaks when an optional check fails
+    "on_demand",  # bool: runs only when --check or --require names it (slow, or intrusive)
+)
 
 
-@dataclass(frozen=True)
-class CheckSpec:
-    id: str
-    title: str
-    required: bool
-    source: str  # the collector in kcheck.probe.observe.SOURCES that feeds the verdict
-    verdict: Callable[[Any], Outcome]
-    evidence: Evidence = Evidence.LIVE
-    needs_root: bool = False  # euid 0; checks that can use a user namespace do not need it
-    patchset: str | None = None  # the catalog patchset that fixes a failure
-    min_version: str | None = None  # for fixes outside the catalog
-    remedy: str | None = None  # what to do when the check fails, beyond the patchset
-    affects: str | None = None  # what breaks when an optional check fails
-    on_demand: bool = False  # runs only when --check or --require names it (slow, or intrusive)
+class CheckSpec(
+    namedtuple("CheckSpec", _FIELDS, defaults=(Evidence.LIVE, False, None, None, None, None, False))
+):
+    """One check, as data (its fields are listed above)."""
+
+    __slots__ = ()
 
     @property
     def needs_live(self) -> bool:

@@ -7,11 +7,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kcheck.core.args import path_arg, seconds
 from kcheck.probe import DEFAULT_TIMEOUT
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
     from kcheck.probe.early import EarlyStart
 
@@ -21,9 +21,9 @@ DEFAULT_BOOT_TIMEOUT = 300.0
 
 def kernel_release(text: str) -> str:
     """argparse type: a kernel release string."""
-    from kcheck.core.release import RELEASE
+    from kcheck.core.release import is_release
 
-    if not RELEASE.fullmatch(text):
+    if not is_release(text):
         raise argparse.ArgumentTypeError(
             f"{text[:80]!r} is not a kernel release (as `uname -r` prints it: at most 64 letters, "
             "digits and . _ + ~ -)"

@@ -10,11 +10,11 @@ import shlex
 import shutil
 import signal
 import time
-from typing import TYPE_CHECKING
 
 from kcheck.probe import syscalls
 from kcheck.probe.children import Finisher, Unavailable, wait_or_kill
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
     import subprocess
 

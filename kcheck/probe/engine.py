@@ -6,9 +6,7 @@ import contextlib
 import fnmatch
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kcheck.core.criu import criu_version
 from kcheck.core.release import parse_release
@@ -22,6 +20,7 @@ from kcheck.probe.image import select_release
 from kcheck.probe.observe import ProbeContext
 from kcheck.probe.verdicts import Outcome, by_version, offline_fix
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
     from kcheck.probe.early import EarlyStart
 
@@ -50,7 +49,7 @@ def select_checks(
     if both := required & ignored:
         raise KcheckError(f"{', '.join(sorted(both))}: both --require and --ignore; pick one")
     return [
-        replace(spec, required=(spec.required or spec.id in required) and spec.id not in ignored)
+        spec._replace(required=(spec.required or spec.id in required) and spec.id not in ignored)
         for spec in CHECKS
         if spec.id in chosen
     ]

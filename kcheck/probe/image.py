@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from kcheck.core.buildrecord import BUILD_RECORD_DIR, host_records_dir, load_record, record_file
 from kcheck.core.files import CHANGELOG_LIMIT, CorruptGzip, read_maybe_gzipped
-from kcheck.core.release import RELEASE, parse_release
+from kcheck.core.release import is_release, parse_release
 from kcheck.errors import KcheckError
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
+    from typing import Any
+
     from kcheck.probe.observe import ProbeContext
 
 MODULE_DIRS = ("lib/modules", "usr/lib/modules")
@@ -85,7 +87,7 @@ def image_releases(root: Path) -> list[str]:
                 )
     except OSError as exc:
         raise KcheckError(f"--root {root}: cannot read the image's kernels ({exc.strerror})") from None
-    releases = {release for release in releases if RELEASE.fullmatch(release)}  # names, not junk
+    releases = {release for release in releases if is_release(release)}  # names, not junk
     if not releases:
         raise KcheckError(
             f"--root {root}: no kernel found (no boot/vmlinuz-*, lib/modules/* or usr/lib/modules/*); "

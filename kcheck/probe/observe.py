@@ -9,10 +9,9 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, read_config_file, running_config_candidates
 from kcheck.errors import KcheckError
@@ -21,7 +20,10 @@ from kcheck.probe.aio import start_aio
 from kcheck.probe.children import Finisher, Unavailable, reap_lingering, start_child
 from kcheck.probe.image import observe_image
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
+    from typing import Any
+
     from kcheck.patchsets.catalog import Patchset
 
 PAGE = 4096
@@ -35,22 +37,22 @@ PRIVILEGE_ERRNOS = {errno.EPERM, errno.EACCES}
 HOLD_ENV = "KCHECK_OVERLAY_HOLD"
 
 
-@dataclass(frozen=True)
-class Background:
+class Background(namedtuple("Background", ("start", "order"), defaults=(0,))):
     """A collector that starts work (a child, a tool) and finishes it later, so several
-    can wait at the same time. Called directly, it starts and finishes at once. The
-    slowest start first (lower `order`), so everything else hides behind them."""
+    can wait at the same time: `start(ctx)` returns the Finisher. Called directly, it starts
+    and finishes at once. The slowest start first (lower `order`), so everything else hides
+    behind them."""
 
-    start: Callable[[ProbeContext], Finisher]
-    order: int = 0
+    __slots__ = ()
 
     def __call__(self, ctx: ProbeContext) -> Any:
         return self.start(ctx)()
 
 
-@dataclass(frozen=True)
-class _Started:
-    finish: Finisher
+class _Started(namedtuple("_Started", ("finish",))):
+    """A collector's Finisher, in the cache until its result is wanted."""
+
+    __slots__ = ()
 
 
 def _collect(produce: Callable[[], Any]) -> Any:
@@ -60,29 +62,38 @@ def _collect(produce: Callable[[], Any]) -> Any:
         return exc
 
 
-@dataclass
 class ProbeContext:
     """Inputs shared by the collectors, and a cache so each collector runs once."""
 
-    release: str
-    catalog: Mapping[str, Patchset] = field(default_factory=dict)
-    config_path: Path | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    mode: str = "live"  # or "offline": judge an image's kernel from files, not syscalls
-    root: Path | None = None  # the image root, offline
-    other_releases: tuple[str, ...] = ()  # kernels in the image that were not judged
-    # Collectors by source name; tests swap in captured observations here.
-    sources: Mapping[str, Callable[[ProbeContext], Any]] = field(default_factory=lambda: SOURCES)
-    # Children that reported and still finish their own cleanup (the AIO ring's io_destroy);
-    # close() waits for them, so their exit overlaps the rest of the probe.
-    lingering: list[int] = field(default_factory=list)
-    # Collectors started before this context existed (kcheck.probe.early), by source name.
-    started: Mapping[str, Finisher | Unavailable] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        release: str,
+        catalog: Mapping[str, Patchset] | None = None,
+        config_path: Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        mode: str = "live",  # or "offline": judge an image's kernel from files, not syscalls
+        root: Path | None = None,  # the image root, offline
+        other_releases: tuple[str, ...] = (),  # kernels in the image that were not judged
+        # Collectors by source name; tests swap in captured observations here.
+        sources: Mapping[str, Callable[[ProbeContext], Any]] | None = None,
+        # Children that reported and still finish their own cleanup (the AIO ring's io_destroy);
+        # close() waits for them, so their exit overlaps the rest of the probe.
+        lingering: list[int] | None = None,
+        # Collectors started before this context existed (kcheck.probe.early), by source name.
+        started: Mapping[str, Finisher | Unavailable] | None = None,
+    ) -> None:
+        self.release = release
+        self.catalog = {} if catalog is None else catalog
+        self.config_path = config_path
+        self.timeout = timeout
+        self.mode = mode
+        self.root = root
+        self.other_releases = other_releases
+        self.sources = SOURCES if sources is None else sources
+        self.lingering = [] if lingering is None else lingering
         self._cache: dict[str, Any] = {
             source: value if isinstance(value, Unavailable) else _Started(value)
-            for source, value in self.started.items()
+            for source, value in (started or {}).items()
         }
 
     def prefetch(self, sources: Iterable[str]) -> None:

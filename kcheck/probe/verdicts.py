@@ -7,8 +7,7 @@ the engine may then decide from the kernel version instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections import namedtuple
 
 from kcheck.core.criu import criu_first_error, criu_version
 from kcheck.core.procparse import (
@@ -20,19 +19,25 @@ from kcheck.core.procparse import (
     parse_mountinfo,
 )
 from kcheck.core.release import KernelVersion, parse_release, parse_version
-
-if TYPE_CHECKING:
-    from kcheck.patchsets.catalog import Patchset
 from kcheck.core.result import Evidence, Status
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True)
-class Outcome:
-    status: Status
-    detail: str
-    unobservable: bool = False
-    evidence: Evidence | None = None  # when it differs from the check's own kind
-    remedy: str | None = None  # when this failure has its own fix, beyond the check's
+    from kcheck.patchsets.catalog import Patchset
+
+
+class Outcome(
+    namedtuple(
+        "Outcome", ("status", "detail", "unobservable", "evidence", "remedy"), defaults=(False, None, None)
+    )
+):
+    """A verdict: its Status and detail; unobservable when it could not look (the engine may
+    then judge by version); evidence (an Evidence) when it differs from the check's own kind;
+    remedy when this failure has its own fix, beyond the check's."""
+
+    __slots__ = ()
 
 
 def _overlay_error(obs: dict[str, Any]) -> Outcome | None:
