@@ -1,3 +1,3 @@
-from kcheck.cli import main
+from kcheck.cli import script_main
 
-raise SystemExit(main())
+raise SystemExit(script_main())

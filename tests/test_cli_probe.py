@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -126,23 +128,71 @@ NOT_ON_THE_PROBE_PATH = (
     "rich",
     "kcheck.builder",
     "kcheck.cr",
+    "kcheck.fleet",
     "kcheck.patchsets.cli",
     "kcheck.patchsets.audit",
     "kcheck.completion",
 )
+# Standard modules whose import would cost the probe's start-up more than they give it (each
+# measured with python -X importtime): the probe runs on every node every few minutes.
+SLOW_FOR_THE_PROBE = (
+    "dataclasses",  # with inspect, ast, dis: ~20 ms on this VM
+    "tomllib",  # the catalog comes from its JSON cache
+    "typing",  # annotations are not evaluated
+    "gzip",  # /proc/config.gz is read with zlib
+    "shutil",  # with bz2 and lzma; argparse's help width and `which` are found without it
+    "subprocess",  # criu is started with os.posix_spawn
+    "tempfile",
+)
 
 
+@pytest.mark.parametrize("criu", ["criu on PATH", "no criu"])
 @pytest.mark.parametrize("checks", [["--check", "kernel.release"], []])
-def test_probe_path_imports_nothing_it_does_not_need(checks):
+def test_probe_path_imports_nothing_it_does_not_need(checks, criu):
     code = (
         "import json, sys; from kcheck.cli import main; "
         f"rc = main(['probe', '--format', 'json', *{checks!r}]); "
         "print(json.dumps(sorted(sys.modules)))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    path = os.environ["PATH"]
+    if criu == "no criu":
+        path = os.pathsep.join(
+            d for d in path.split(os.pathsep) if not os.path.exists(os.path.join(d, "criu"))
+        )
+    else:
+        assert shutil.which("criu")
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PATH": path},
+        )
+        for _ in range(2)  # the first run may write the catalog's cache
+    ]
+    loaded = set(json.loads(runs[-1].stdout.strip().splitlines()[-1]))
     assert "kcheck.probe.engine" in loaded  # the probe ran
     assert not [name for name in loaded if name.startswith(NOT_ON_THE_PROBE_PATH)]
+    assert not [name for name in loaded if name.split(".")[0] in SLOW_FOR_THE_PROBE]
+
+
+def test_help_is_laid_out_as_argparse_lays_it_out(monkeypatch):
+    """kcheck's help formatter finds the width without shutil; the layout must not change."""
+    import argparse
+
+    from kcheck.cli import build_parser
+
+    lines = []
+    for columns in ("50", "97", "200"):
+        monkeypatch.setenv("COLUMNS", columns)
+        ours = build_parser("probe")._subparsers._group_actions[0].choices["probe"]
+        assert ours.formatter_class is not argparse.HelpFormatter
+        theirs = copy.copy(ours)
+        theirs.formatter_class = argparse.HelpFormatter
+        assert ours.format_help() == theirs.format_help()
+        lines.append(len(ours.format_help().splitlines()))
+    assert lines[0] > lines[1] > lines[2]  # the width followed $COLUMNS
 
 
 def test_python_dash_m_entry_point():
@@ -407,3 +457,20 @@ def test_output_never_follows_a_link_another_user_planted(tmp_path):
     assert done.returncode == 3
     assert one_error_line(done).startswith(f"kcheck: error: --output {link} is a symlink owned by uid 65534")
     assert target.read_text() == "keep me\n" and link.is_symlink()
+
+
+def test_find_program_finds_what_shutil_which_finds(tmp_path, monkeypatch):
+    """criu is looked up without shutil (see SLOW_FOR_THE_PROBE), with the same answer."""
+    from kcheck.probe.criu_check import find_program
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "a" / "criu").mkdir()  # a directory
+    (tmp_path / "b" / "criu").write_text("")  # not executable
+    program = tmp_path / "c" / "criu"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join(str(tmp_path / name) for name in "abc"))
+    assert find_program("criu") == str(program) == shutil.which("criu")
+    monkeypatch.setenv("PATH", os.pathsep.join(str(tmp_path / name) for name in "ab"))
+    assert find_program("criu") is None is shutil.which("criu")

@@ -10,7 +10,7 @@ from kcheck.errors import KcheckError
 from kcheck.patchsets.catalog import load_catalog
 from kcheck.probe.checks import CHECK_IDS
 from kcheck.probe.children import Unavailable
-from kcheck.probe.early import EARLY
+from kcheck.probe.early import EARLY, plain_live_probe
 from kcheck.probe.engine import run_probe, select_checks
 from kcheck.probe.observe import ProbeContext
 
@@ -158,3 +158,25 @@ def test_early_started_sources_are_read_by_the_default_selection():
     """kcheck.probe.early forks these before the imports; a source no default check reads
     would be a child started for nothing."""
     assert EARLY and set(EARLY) <= {spec.source for spec in select_checks()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "plain"),
+    [
+        (["probe"], True),
+        (["probe", "--format", "json", "--name=web-1", "--output", "r.json"], True),
+        (["probe", "--config", "c", "--catalog=d"], True),
+        (["probe", "--format"], False),  # its value is missing: argparse says so
+        (["probe", "--check", "aio.*"], False),
+        (["probe", "--timeout", "30"], False),  # its own timeout: started after parsing, with it
+        (["probe", "--root", "/img"], False),
+        (["probe", "--form", "json"], False),  # an abbreviation: argparse decides what it is
+        (["probe", "--help"], False),
+        (["fleet", "report", "r.json"], False),
+        (["--version"], False),
+    ],
+)
+def test_only_a_plain_live_probe_starts_before_its_arguments_are_parsed(argv, plain):
+    """kcheck.cli starts criu check and the AIO child before building its parser only when
+    argparse cannot make the probe offline, selective or timed differently."""
+    assert plain_live_probe(argv) is plain

@@ -153,6 +153,8 @@ def process_group(pgid: int) -> list[str]:
         pytest.param(["--check", "aio.*"], id="aio-only"),  # the child left to finish io_destroy
         # bad input found after the early AIO child was forked (kcheck.probe.early)
         pytest.param(["--catalog", "BROKEN"], id="bad-catalog"),
+        # a usage error found by argparse, after kcheck.cli started criu and the AIO child
+        pytest.param(["--format", "xml"], id="usage-error-after-prestart"),
     ],
 )
 def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args, tmp_path):
@@ -170,6 +172,8 @@ def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args, tmp_pat
     stdout, stderr = probe.communicate(timeout=120)
     if broken:
         assert probe.returncode == 3 and b"broken.toml" in stderr, stderr
+    elif "xml" in args:
+        assert probe.returncode == 3 and b"invalid choice: 'xml'" in stderr, stderr
     else:
         assert json.loads(stdout)["schema"] == "kcheck.probe/1", stderr
     assert process_group(probe.pid) == []

@@ -138,7 +138,7 @@ def register(jobs) -> None:
         metavar="ARG",
         help="guest kernel command line argument (repeatable), e.g. sysctl.fs.aio-max-nr=0",
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, prestarted=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     offline = args.root is not None or args.release is not None
     if offline and args.timeout is not None:
         raise KcheckError("--timeout: live-only, but --root/--release judge a kernel offline; drop one")
+    if args.prestarted is not None:  # kcheck.cli started it before parsing, and closes it
+        return _probe(args, args.prestarted)
     if offline or args.check or os.geteuid() != 0:
         return _probe(args, None)
     # A live probe of the default selection, as root, starts its slowest evidence (criu check,

@@ -1,55 +1,60 @@
 """`criu --version` and `criu check`, run beside the live probes as the criu.check evidence.
 
-Light imports only: kcheck.probe.early starts them before the rest of kcheck loads."""
+Light imports only: kcheck.probe.early starts them before the rest of kcheck loads. The tools
+are started with os.posix_spawn, not subprocess: importing subprocess (with threading and
+selectors), or shutil for `which`, would delay criu's start by more than criu takes to start."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
-import shutil
+import select
 import signal
 import time
 
 from kcheck.probe import syscalls
 from kcheck.probe.children import Finisher, Unavailable, wait_or_kill
 
-TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
-if TYPE_CHECKING:
-    import subprocess
-
 
 def start_criu(timeout: float) -> Finisher:
-    criu = shutil.which("criu")
+    criu = find_program("criu")
     if criu is None:
         return lambda: {"installed": False}
     _subreaper(True)  # what criu starts and leaves behind becomes ours to reap
-    version = _start_tool([criu, "--version"])
+    version = _Tool([criu, "--version"])
     try:
-        check = _start_tool([criu, "check"])
+        check = _Tool([criu, "check"])
     except Unavailable:
-        _finish_tool(version, timeout)
+        version.end(timeout)
         _subreaper(False)
         raise
 
     def finish() -> dict[str, object]:
         try:
-            version_done = _finish_tool(version, timeout)
-            check_done = _finish_tool(check, timeout * 3, "3 × --timeout")
+            version_output = version.output(timeout)
+            check_output = check.output(timeout * 3, "3 × --timeout")
         finally:
-            deadline = time.monotonic() + timeout
-            for process in (version, check):
-                _end_group(process, deadline)
+            version.end(timeout)
+            check.end(timeout)
             _subreaper(False)
         return {
             "installed": True,
             "path": criu,
-            "version_output": version_done["output"],
-            "returncode": check_done["returncode"],
-            "output": check_done["output"],
+            "version_output": version_output,
+            "returncode": check.returncode,
+            "output": check_output,
         }
 
     return finish
+
+
+def find_program(name: str) -> str | None:
+    """The first executable file `name` on PATH, as shutil.which finds a plain name."""
+    for directory in os.get_exec_path():
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK) and os.path.isfile(path):
+            return path
+    return None
 
 
 def _subreaper(enable: bool) -> None:
@@ -57,49 +62,89 @@ def _subreaper(enable: bool) -> None:
         syscalls.set_child_subreaper(enable)
 
 
-def _start_tool(argv: list[str]) -> subprocess.Popen:
-    import subprocess  # only when criu is installed: keeps the probe's start-up short without it
+class _Tool:
+    """A tool in its own session (so a kill reaches what it started), stdin /dev/null, its
+    stdout and stderr read through pipes."""
 
-    try:
-        return subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # its own process group: a kill reaches what it started
-        )
-    except OSError as exc:
-        raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
-
-
-def _end_group(process: subprocess.Popen, deadline: float) -> None:
-    """Kill what is left of a tool's process group and reap it all: the tool, and what it
-    started and orphaned (ours, as a subreaper), so nothing is left to a PID 1 that may never
-    reap it. Gives up at `deadline` on a process that cannot die (stuck in the kernel)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    wait_or_kill(process.pid, deadline)
-    process.returncode = process.returncode if process.returncode is not None else -signal.SIGKILL
-    while time.monotonic() < deadline:
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.returncode: int | None = None
+        self.pipes: dict[int, list[bytes]] = {}
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
         try:
-            reaped, _ = os.waitpid(-process.pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # none of its group is left
-        if not reaped:
-            time.sleep(0.001)
+            self.pid = os.posix_spawn(
+                argv[0],
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_write, 1),
+                    (os.POSIX_SPAWN_DUP2, err_write, 2),
+                ],
+                setsid=True,
+            )
+        except OSError as exc:
+            os.close(out_read)
+            os.close(err_read)
+            raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        self.pipes = {err_read: [], out_read: []}  # in this order: the output is stderr, then stdout
 
+    def output(self, timeout: float, allowed: str = "--timeout") -> str:
+        """Its stderr then stdout once it exits (returncode set); Unavailable if it runs past `timeout`."""
+        deadline = time.monotonic() + timeout
+        reading = list(self.pipes)
+        while reading or self.returncode is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                import shlex
 
-def _finish_tool(process: subprocess.Popen, timeout: float, allowed: str = "--timeout") -> dict[str, object]:
-    import subprocess
+                self.end(timeout)
+                raise Unavailable(
+                    f"{shlex.join(self.argv)} did not finish within {timeout:g}s ({allowed}); raise --timeout"
+                )
+            if not reading:  # both pipes closed: the tool is exiting
+                self._poll()
+                if self.returncode is None:
+                    time.sleep(0.001)
+                continue
+            for fd in select.select(reading, [], [], remaining)[0]:
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    self.pipes[fd].append(chunk)
+                else:
+                    reading.remove(fd)
+        return "".join(b"".join(chunks).decode(errors="replace") for chunks in self.pipes.values())
 
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _end_group(process, time.monotonic() + timeout)
-        process.communicate()
-        raise Unavailable(
-            f"{shlex.join(process.args)} did not finish within {timeout:g}s ({allowed}); raise --timeout"
-        ) from None
-    return {"returncode": process.returncode, "output": stderr + stdout}
+    def _poll(self) -> None:
+        done, status = os.waitpid(self.pid, os.WNOHANG)
+        if done:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+    def end(self, timeout: float) -> None:
+        """Kill what is left of its process group and reap it all: the tool, and what it
+        started and orphaned (ours, as a subreaper), so nothing is left to a PID 1 that may
+        never reap it. Gives up after `timeout` on a process that cannot die (stuck in the
+        kernel). Closes the pipes."""
+        if not self.pipes:
+            return  # ended already
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.returncode is None:
+            wait_or_kill(self.pid, deadline)
+            self.returncode = -signal.SIGKILL
+        while time.monotonic() < deadline:
+            try:
+                reaped, _ = os.waitpid(-self.pid, os.WNOHANG)
+            except ChildProcessError:
+                break  # none of its group is left
+            if not reaped:
+                time.sleep(0.001)
+        for fd in self.pipes:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pipes = {}  # closed: a second end() must not close numbers reused since

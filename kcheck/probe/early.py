@@ -7,8 +7,10 @@ instead of adding to them. Only light modules are imported here."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 
+from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.aio import start_aio
 from kcheck.probe.children import Finisher, Unavailable, reap_lingering
 from kcheck.probe.criu_check import start_criu
@@ -44,3 +46,28 @@ class EarlyStart:
                 with contextlib.suppress(Unavailable):
                     value()
         reap_lingering(self.lingering, self.timeout)
+
+
+# Options after which `kcheck probe` is still live, of the default selection, with the default
+# timeout, and each takes one value: with only these, kcheck starts the slow evidence before it
+# even builds its argument parser (start_before_parsing). Anything else (another option, an
+# abbreviation, --help) waits for argparse.
+_LIVE_DEFAULT_OPTIONS = ("--format", "--output", "--name", "--config", "--catalog")
+
+
+def start_before_parsing(argv: list[str]) -> EarlyStart | None:
+    """For a plain live probe run by root, the started EarlyStart (the caller closes it, also
+    when parsing then fails); else None."""
+    return EarlyStart(DEFAULT_TIMEOUT) if os.geteuid() == 0 and plain_live_probe(argv) else None
+
+
+def plain_live_probe(argv: list[str]) -> bool:
+    """Whether argv is `probe` with only _LIVE_DEFAULT_OPTIONS, each with its value."""
+    if argv[:1] != ["probe"]:
+        return False
+    words = iter(argv[1:])
+    for word in words:
+        option, given, _ = word.partition("=")
+        if option not in _LIVE_DEFAULT_OPTIONS or (not given and next(words, None) is None):
+            return False
+    return True
