@@ -1,8 +1,9 @@
-"""Command line entry point: `kcheck <job> ...`. Each job registers its own subcommand."""
+"""Command line entry point: `kcheck <job> ...`. Each job registers its own subcommand.
+
+argparse is imported only to build the parser: a probe starts its slowest evidence first."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -11,41 +12,9 @@ from kcheck import __version__
 from kcheck.core.result import ExitCode
 from kcheck.errors import KcheckError, StdoutFailed, printable
 
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's layout, with the terminal's width found without shutil, as shutil finds it:
-    argparse makes a formatter at every add_argument, and shutil's import (bz2, lzma) costs
-    the probe's start-up more than building its parser."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None) -> None:
-        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
-
-
-def _columns() -> int:
-    """$COLUMNS, else stdout's terminal width, else 80."""
-    try:
-        if (columns := int(os.environ.get("COLUMNS", ""))) > 0:
-            return columns
-    except ValueError:
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, with kcheck's bad-input exit code (3, not 2)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # type: ignore[override]
-        command = self.prog.removeprefix("kcheck").strip()
-        where = f"{command}: " if command else ""
-        line = printable(f"{where}{message}", keep_newlines=False)
-        self.exit(int(ExitCode.BAD_INPUT), f"kcheck: error: {line}; see `{self.prog} --help`\n")
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from kcheck.core.args import ArgumentParser
 
 
 # Each subcommand and the function that registers its parser: (module, function). Only the
@@ -70,6 +39,8 @@ PRESTART = {"probe": ("kcheck.probe.early", "start_before_parsing")}
 def build_parser(only: str | None = None) -> ArgumentParser:
     """kcheck's parser; with `only`, just that subcommand's (what a run needs, and fast)."""
     import importlib
+
+    from kcheck.core.args import ArgumentParser
 
     parser = ArgumentParser(
         prog="kcheck",

@@ -1,10 +1,53 @@
-"""argparse types shared by every subcommand: bad values become usage errors (exit 3)."""
+"""kcheck's argparse: its parser class, and the types shared by every subcommand. Bad values
+become usage errors (exit 3)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 from pathlib import Path
+
+from kcheck.core.result import ExitCode
+from kcheck.errors import printable
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, with the terminal's width found without shutil, as shutil finds it:
+    argparse makes a formatter at every add_argument, and shutil's import (bz2, lzma) costs
+    the probe's start-up more than building its parser."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
+
+def _columns() -> int:
+    """$COLUMNS, else stdout's terminal width, else 80."""
+    try:
+        if (columns := int(os.environ.get("COLUMNS", ""))) > 0:
+            return columns
+    except ValueError:
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, with kcheck's bad-input exit code (3, not 2)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.removeprefix("kcheck").strip()
+        where = f"{command}: " if command else ""
+        line = printable(f"{where}{message}", keep_newlines=False)
+        self.exit(int(ExitCode.BAD_INPUT), f"kcheck: error: {line}; see `{self.prog} --help`\n")
+
 
 MAX_JOBS = 4096  # more make jobs than any build machine has CPUs for
 MAX_SECONDS = 24 * 3600.0

@@ -16,15 +16,14 @@ def start_aio(timeout: float, lingering: list[int]) -> Finisher:
 
     The child creates the ring itself: a ring inherited across fork is never moved
     (that oopses kernels without "aio: fix mremap after fork null-deref"). It reports
-    before io_destroy, whose RCU wait (~30 ms) would otherwise hold the probe up, and
-    lingers in `lingering`: the probe reaps it last, so that wait overlaps the rest.
+    before io_destroy, whose RCU wait (30-50 ms here) would otherwise hold the probe up, and
+    lingers in `lingering`: the probe reaps it last, after writing its report, so that wait
+    overlaps all the rest.
     """
     return start_child("AIO probe", _aio_child, timeout, linger=lingering)
 
 
 def _aio_child(report: Report) -> None:
-    from kcheck.core.procparse import mapping_at, parse_maps
-
     obs: dict[str, object] = {}
     try:
         context = syscalls.io_setup(16)
@@ -34,6 +33,8 @@ def _aio_child(report: Report) -> None:
         report(obs)
         return
     live_context = context
+    from kcheck.core.procparse import mapping_at, parse_maps  # not before the ring: every ms counts
+
     try:
         with open("/proc/self/maps") as file:  # a failure is reported below, not hidden
             maps = file.read()

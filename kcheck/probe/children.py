@@ -1,12 +1,11 @@
 """Forked children that report one JSON observation through a pipe, and their reaping.
 
-Light imports only (os, ctypes): the live probe forks its slowest child (the AIO ring's)
-from here before the rest of kcheck is imported (kcheck.probe.early)."""
+Light imports only (os, ctypes; json once a child reports): the live probe forks its slowest
+child (the AIO ring's) from here before the rest of kcheck is imported (kcheck.probe.early)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -55,9 +54,9 @@ def start_child(
             syscalls.set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != parent:  # the parent died before the signal was armed
                 return
-            work(lambda obs: os.write(write_end, json.dumps(obs).encode() + b"\n"))
+            work(lambda obs: _send(write_end, obs))
         except BaseException as exc:
-            os.write(write_end, json.dumps({"crash": repr(exc)}).encode() + b"\n")
+            _send(write_end, {"crash": repr(exc)})
             code = 1
         finally:
             os._exit(code)
@@ -65,6 +64,8 @@ def start_child(
     deadline = time.monotonic() + timeout
 
     def finish() -> dict[str, object]:
+        import json
+
         reported = False
         try:
             line = _read_line(read_end, deadline)
@@ -88,6 +89,14 @@ def start_child(
         return result
 
     return finish
+
+
+def _send(fd: int, observation: dict[str, object]) -> None:
+    """A child's report, as one JSON line. json is imported here, in the child, when it has
+    something to say: not before the AIO child's first syscall."""
+    import json
+
+    os.write(fd, json.dumps(observation).encode() + b"\n")
 
 
 def _read_line(fd: int, deadline: float) -> bytes:

@@ -15,16 +15,20 @@ from kcheck.probe.aio import start_aio
 from kcheck.probe.children import Finisher, Unavailable, reap_lingering
 from kcheck.probe.criu_check import start_criu
 
-# Sources the default selection reads that finish slowest, and how to start each.
+# Sources the default selection reads that finish slowest, and how to start each, in the
+# order started: the AIO child first, as its io_destroy's RCU wait is what a probe waits for
+# last (criu check is done sooner, even when it starts a few ms later).
 EARLY: dict[str, Callable[[float, list[int]], Finisher]] = {
-    "criu": lambda timeout, _: start_criu(timeout),
     "aio": start_aio,
+    "criu": lambda timeout, _: start_criu(timeout),
 }
 
 
 class EarlyStart:
-    """Collectors started at once; probe_setup hands them to the ProbeContext. close()
-    finishes and reaps whatever is left, so nothing outlives a run that fails before that."""
+    """Collectors started at once; probe_setup hands them to the ProbeContext. close(), once
+    the report is written, reaps the children still in their own cleanup (the AIO ring's
+    io_destroy), and finishes and reaps whatever was never handed over, so nothing outlives
+    a run that fails before that."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout

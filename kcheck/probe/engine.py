@@ -17,7 +17,7 @@ from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.checks import CHECK_IDS, CHECKS, CheckSpec
 from kcheck.probe.children import Unavailable
 from kcheck.probe.image import select_release
-from kcheck.probe.observe import ProbeContext
+from kcheck.probe.observe import Background, ProbeContext
 from kcheck.probe.verdicts import Outcome, by_version, offline_fix
 
 TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
@@ -103,9 +103,12 @@ def run_probe(specs: Sequence[CheckSpec], ctx: ProbeContext) -> Report:
     try:
         if ctx.mode == "live":
             ctx.prefetch(dict.fromkeys(spec.source for spec in specs if not _privilege_missing(spec)))
-        results = [_run_one(spec, ctx) for spec in specs]
+        # Checks read in this process first, while the children and criu work; then theirs.
+        order = sorted(specs, key=lambda spec: isinstance(ctx.sources[spec.source], Background))
+        done = {spec.id: _run_one(spec, ctx) for spec in order}
+        results = [done[spec.id] for spec in specs]
     finally:
-        ctx.close()  # every child reaped before the report exists, on every path
+        ctx.close()  # every child finished (and reaped, but those an EarlyStart reaps last), on every path
     release = parse_release(ctx.release)
     kernel: dict[str, object] = {
         "release": ctx.release,

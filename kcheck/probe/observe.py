@@ -76,8 +76,10 @@ class ProbeContext:
         other_releases: tuple[str, ...] = (),  # kernels in the image that were not judged
         # Collectors by source name; tests swap in captured observations here.
         sources: Mapping[str, Callable[[ProbeContext], Any]] | None = None,
-        # Children that reported and still finish their own cleanup (the AIO ring's io_destroy);
-        # close() waits for them, so their exit overlaps the rest of the probe.
+        # Children that reported and still finish their own cleanup (the AIO ring's io_destroy,
+        # the overlay's unmounts), reaped last so that it overlaps the rest of the probe: by
+        # close() when the context made this list, else by the list's owner (EarlyStart, after
+        # the report is written).
         lingering: list[int] | None = None,
         # Collectors started before this context existed (kcheck.probe.early), by source name.
         started: Mapping[str, Finisher | Unavailable] | None = None,
@@ -91,6 +93,7 @@ class ProbeContext:
         self.other_releases = other_releases
         self.sources = SOURCES if sources is None else sources
         self.lingering = [] if lingering is None else lingering
+        self._reaps_lingering = lingering is None
         self._cache: dict[str, Any] = {
             source: value if isinstance(value, Unavailable) else _Started(value)
             for source, value in (started or {}).items()
@@ -103,12 +106,14 @@ class ProbeContext:
             self._cache[source] = _collect(lambda c=self.sources[source]: _Started(c.start(self)))
 
     def close(self) -> None:
-        """Finish what was started and never collected, and reap every child: nothing this
-        probe started outlives it, whatever the exit path."""
+        """Finish what was started and never collected, and reap every child (the lingering
+        ones when this context owns their list): nothing this probe started outlives it,
+        whatever the exit path."""
         for source, value in list(self._cache.items()):
             if isinstance(value, _Started):
                 self._cache[source] = _collect(value.finish)
-        reap_lingering(self.lingering, self.timeout)
+        if self._reaps_lingering:
+            reap_lingering(self.lingering, self.timeout)
 
     def observe(self, source: str) -> Any:
         if source not in self._cache:
@@ -187,7 +192,8 @@ def start_overlay(ctx: ProbeContext) -> Finisher:
     def work(report: Callable[[dict[str, Any]], None]) -> None:
         report(_overlay_child())
 
-    return start_child("overlay probe", work, ctx.timeout)
+    # It lingers once it reported: its exit tears its mounts down, and close() reaps it last.
+    return start_child("overlay probe", work, ctx.timeout, linger=ctx.lingering)
 
 
 def _overlay_child() -> dict[str, Any]:
