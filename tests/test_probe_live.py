@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 
-from kcheck.probe.observe import SCRATCH_DIR_NAME
+from kcheck.probe.overlay import SCRATCH_DIR_NAME
 
 LIVE_IDS = {
     "overlayfs.mnt_id",

@@ -1,7 +1,6 @@
 """The AIO ring probe's collector: a child that sets up a ring, moves it and tests it.
 
-Light imports only: kcheck.probe.early forks this child before the rest of kcheck loads;
-the child imports the /proc parsers itself."""
+Light imports only: kcheck.probe.early forks this child before the rest of kcheck loads."""
 
 from __future__ import annotations
 
@@ -33,18 +32,16 @@ def _aio_child(report: Report) -> None:
         report(obs)
         return
     live_context = context
-    from kcheck.core.procparse import mapping_at, parse_maps  # not before the ring: every ms counts
-
     try:
         with open("/proc/self/maps") as file:  # a failure is reported below, not hidden
             maps = file.read()
         obs.update(context=context, maps=maps)
-        ring = mapping_at(parse_maps(maps), context)
-        if ring is None:
+        length = _mapping_length(maps, context)
+        if length is None:
             return
-        target = syscalls.mmap(ring.length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS)
+        target = syscalls.mmap(length, syscalls.PROT_READ, syscalls.MAP_PRIVATE | syscalls.MAP_ANONYMOUS)
         try:
-            live_context = syscalls.mremap_fixed(context, ring.length, target)
+            live_context = syscalls.mremap_fixed(context, length, target)
         except OSError as exc:
             obs["remap_errno"] = syscalls.errno_name(exc.errno)
             return
@@ -53,12 +50,21 @@ def _aio_child(report: Report) -> None:
         obs["getevents_moved"] = [result, syscalls.errno_name(code)]
         result, code = syscalls.io_getevents_probe(context)
         obs["getevents_old"] = [result, syscalls.errno_name(code)]
-        obs["reopen_errno"] = _reopen_errno(live_context, live_context + ring.length)
+        obs["reopen_errno"] = _reopen_errno(live_context, live_context + length)
     except OSError as exc:  # e.g. mmap of the target refused: say so, do not hide it
         obs["error"] = str(exc)
     finally:
         report(obs)
         _destroy_ring(live_context, context)
+
+
+def _mapping_length(maps: str, start: int) -> int | None:
+    """The length of the mapping that starts at `start`, from its /proc/self/maps line
+    ("START-END ..."). The verdict parses the whole text (procparse); the child needs only
+    this, and its io_destroy, the probe's last wait, must not wait for an import and a regex."""
+    prefix = f"{start:x}-"
+    line = next((line for line in maps.splitlines() if line.startswith(prefix)), None)
+    return None if line is None else int(line[len(prefix) :].split(" ", 1)[0], 16) - start
 
 
 def _reopen_errno(start: int, end: int) -> str | None:

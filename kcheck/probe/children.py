@@ -1,11 +1,12 @@
-"""Forked children that report one JSON observation through a pipe, and their reaping.
+"""Forked children that report one observation through a pipe, and their reaping.
 
-Light imports only (os, ctypes; json once a child reports): the live probe forks its slowest
-child (the AIO ring's) from here before the rest of kcheck is imported (kcheck.probe.early)."""
+Light imports only (os, ctypes): the live probe forks its slowest child (the AIO ring's) from
+here before the rest of kcheck is imported (kcheck.probe.early)."""
 
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 import select
 import signal
@@ -64,11 +65,9 @@ def start_child(
     deadline = time.monotonic() + timeout
 
     def finish() -> dict[str, object]:
-        import json
-
         reported = False
         try:
-            line = _read_line(read_end, deadline)
+            data = _read_report(read_end, deadline)
             reported = True
         except TimeoutError:
             raise Unavailable(f"{what} did not finish within {timeout:g}s; raise --timeout") from None
@@ -78,10 +77,7 @@ def start_child(
                 linger.append(pid)
             else:
                 reap(pid)
-        try:
-            result = json.loads(line or b"{}")
-        except ValueError:
-            raise Unavailable(f"{what} child sent a cut-short report: {line[:80]!r}") from None
+        result = _decode(what, data)
         if "unavailable" in result:
             raise Unavailable(result["unavailable"])
         if "crash" in result or not result:
@@ -91,18 +87,22 @@ def start_child(
     return finish
 
 
+# A report is its length in _LENGTH bytes, then the observation (plain dicts, lists, text,
+# numbers) in marshal's format. marshal is built in: a child pays no import (json's regexes)
+# before it reports, and the AIO child reports before its io_destroy, the probe's last wait.
+_LENGTH = 8
+
+
 def _send(fd: int, observation: dict[str, object]) -> None:
-    """A child's report, as one JSON line. json is imported here, in the child, when it has
-    something to say: not before the AIO child's first syscall."""
-    import json
-
-    os.write(fd, json.dumps(observation).encode() + b"\n")
+    data = marshal.dumps(observation)
+    os.write(fd, len(data).to_bytes(_LENGTH, "little") + data)
 
 
-def _read_line(fd: int, deadline: float) -> bytes:
-    """One newline-terminated message (or whatever came before EOF); TimeoutError if late."""
+def _read_report(fd: int, deadline: float) -> bytes:
+    """One report's bytes (fewer when the child died first); TimeoutError if late."""
     chunks: list[bytes] = []
-    while not chunks or not chunks[-1].endswith(b"\n"):
+    size, wanted = 0, _LENGTH
+    while size < wanted:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
@@ -113,7 +113,23 @@ def _read_line(fd: int, deadline: float) -> bytes:
         if not chunk:
             break
         chunks.append(chunk)
-    return b"".join(chunks).split(b"\n", 1)[0]
+        size += len(chunk)
+        if size >= _LENGTH:
+            wanted = _LENGTH + int.from_bytes(b"".join(chunks)[:_LENGTH], "little")
+    return b"".join(chunks)
+
+
+def _decode(what: str, data: bytes) -> dict[str, object]:
+    """The observation in a report; {} when the child sent nothing."""
+    if not data:
+        return {}
+    size, result = int.from_bytes(data[:_LENGTH], "little"), None
+    if len(data) >= _LENGTH + size:
+        with contextlib.suppress(EOFError, ValueError, TypeError):
+            result = marshal.loads(data[_LENGTH : _LENGTH + size])
+    if not isinstance(result, dict):
+        raise Unavailable(f"{what} child sent a cut-short report: {data[:80]!r}")
+    return result
 
 
 def reap(pid: int) -> None:

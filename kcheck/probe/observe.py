@@ -1,4 +1,5 @@
-"""Collectors: the only probe code that makes syscalls or runs tools.
+"""Collectors: with the children of aio.py and overlay.py and the tools of criu_check.py and
+trial.py, the only probe code that makes syscalls or runs tools.
 
 Each returns raw observations (mostly /proc text) for the pure verdicts in
 `kcheck.probe.verdicts`, or raises `Unavailable` when this process cannot observe.
@@ -6,35 +7,24 @@ Each returns raw observations (mostly /proc text) for the pure verdicts in
 
 from __future__ import annotations
 
-import errno
 import os
-import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, read_config_file, running_config_candidates
 from kcheck.errors import KcheckError
-from kcheck.probe import DEFAULT_TIMEOUT, syscalls
+from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.aio import start_aio
-from kcheck.probe.children import Finisher, Unavailable, reap_lingering, start_child
+from kcheck.probe.children import Finisher, Unavailable, reap_lingering
 from kcheck.probe.image import observe_image
+from kcheck.probe.overlay import start_overlay
 
 TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
     from typing import Any
 
     from kcheck.patchsets.catalog import Patchset
-
-PAGE = 4096
-# Where the overlay child mounts its private tmpfs: hidden from the host by the
-# child's own mount namespace, so nothing is ever created in the host's /tmp.
-SCRATCH_CANDIDATES = ("/tmp", "/run", "/mnt", "/var/tmp")
-SCRATCH_DIR_NAME = "kcheck"  # the layers: /tmp/kcheck/{lower,upper,work,merged}
-PRIVILEGE_ERRNOS = {errno.EPERM, errno.EACCES}
-# Debugging aid: keep the overlay probe's mounts alive this many seconds, so an admin
-# can inspect them with `nsenter -t CHILD_PID -m`. The timeout still applies.
-HOLD_ENV = "KCHECK_OVERLAY_HOLD"
 
 
 class Background(namedtuple("Background", ("start", "order"), defaults=(0,))):
@@ -178,107 +168,6 @@ def observe_config(ctx: ProbeContext) -> dict[str, Any]:
     raise Unavailable("; ".join(problems) or f"no kernel config found in {where}; pass --config FILE")
 
 
-# --- overlayfs ------------------------------------------------------------------------
-
-
-def start_overlay(ctx: ProbeContext) -> Finisher:
-    """Mount an overlay in a forked child with its own mount namespace, and report.
-
-    The child dies with its namespace, so every mount it made vanishes on any exit
-    path: success, error, timeout (SIGKILL from here) or this process being killed
-    (PR_SET_PDEATHSIG).
-    """
-
-    def work(report: Callable[[dict[str, Any]], None]) -> None:
-        report(_overlay_child())
-
-    # It lingers once it reported: its exit tears its mounts down, and close() reaps it last.
-    return start_child("overlay probe", work, ctx.timeout, linger=ctx.lingering)
-
-
-def _overlay_child() -> dict[str, Any]:
-    try:
-        userns = _enter_private_mount_namespace()
-    except OSError as exc:
-        return {"unavailable": exc.strerror or str(exc)}
-    scratch = next((p for p in SCRATCH_CANDIDATES if os.path.isdir(p)), None)
-    if scratch is None:
-        return {"unavailable": f"no directory to mount a scratch tmpfs on ({', '.join(SCRATCH_CANDIDATES)})"}
-    stage = "mount tmpfs"
-    try:
-        syscalls.mount("kcheck", scratch, "tmpfs", 0, "size=4m,mode=0700")
-        stage = "prepare layers"
-        base = os.path.join(scratch, SCRATCH_DIR_NAME)
-        lower, upper, work, merged = (os.path.join(base, d) for d in ("lower", "upper", "work", "merged"))
-        for directory in (lower, upper, work, merged):
-            os.makedirs(directory)
-        for name in ("lower-only", "copied-up"):
-            Path(lower, name).write_bytes(b"k" * PAGE)
-        stage = "mount overlay"
-        syscalls.mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
-        stage = "open files"
-        files = []
-        for name, flags in (("lower-only", os.O_RDONLY), ("copied-up", os.O_RDWR)):
-            path = os.path.join(merged, name)
-            fd = os.open(path, flags)
-            status = os.fstat(fd)
-            stage = f"mmap {name}"
-            address = syscalls.mmap(PAGE, syscalls.PROT_READ, syscalls.MAP_SHARED, fd)
-            files.append(
-                {
-                    "name": name,
-                    "path": path,
-                    "fdinfo": Path(f"/proc/self/fdinfo/{fd}").read_text(),
-                    "link": os.readlink(f"/proc/self/fd/{fd}"),
-                    "map_address": address,
-                    "fstat": [os.major(status.st_dev), os.minor(status.st_dev), status.st_ino],
-                }
-            )
-        stage = "read /proc"
-        observation = {
-            "mount_point": merged,
-            "layers": {"lower": lower, "upper": upper},
-            "userns": userns,
-            "files": files,
-            "mountinfo": Path("/proc/self/mountinfo").read_text(),
-            "maps": Path("/proc/self/maps").read_text(),
-        }
-        time.sleep(float(os.environ.get(HOLD_ENV) or 0))
-        return observation
-    except OSError as exc:
-        if exc.errno in PRIVILEGE_ERRNOS and stage.startswith("mount"):
-            return {"unavailable": f"{stage} refused ({syscalls.errno_name(exc.errno)}): needs CAP_SYS_ADMIN"}
-        return {"error": {"stage": stage, "errno": syscalls.errno_name(exc.errno), "message": str(exc)}}
-
-
-def _enter_private_mount_namespace() -> bool:
-    """unshare a mount namespace, through a user namespace when not privileged.
-
-    Returns whether a user namespace was needed; OSError says why neither worked.
-    """
-    try:
-        syscalls.unshare(syscalls.CLONE_NEWNS)
-        userns = False
-    except OSError as first:
-        if first.errno not in PRIVILEGE_ERRNOS:
-            raise
-        uid, gid = os.geteuid(), os.getegid()
-        try:
-            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
-            Path("/proc/self/setgroups").write_text("deny")
-            Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
-            Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
-        except OSError as exc:
-            raise OSError(
-                exc.errno,
-                "mount namespace needs CAP_SYS_ADMIN and an unprivileged user namespace "
-                f"was refused ({syscalls.errno_name(exc.errno)})",
-            ) from None
-        userns = True
-    syscalls.mount("none", "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE, None)
-    return userns
-
-
 def start_criu_check(ctx: ProbeContext) -> Finisher:
     """Imported when run: subprocess and the rest stay off the probe's path without criu."""
     from kcheck.probe.criu_check import start_criu
@@ -301,6 +190,6 @@ SOURCES: dict[str, Callable[[ProbeContext], Any]] = {
     "criu": Background(start_criu_check, order=0),  # criu check: the longest wait
     "trial": Background(start_criu_trial, order=1),
     "aio": Background(lambda ctx: start_aio(ctx.timeout, ctx.lingering), order=2),
-    "overlay": Background(start_overlay, order=3),
+    "overlay": Background(lambda ctx: start_overlay(ctx.timeout, ctx.lingering), order=3),
     "image": observe_image,
 }
