@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import kcheck_argv, requires_root, run_kcheck
 
+import kcheck
+
 FIXED_CONFIG = "CONFIG_CHECKPOINT_RESTORE=y\nCONFIG_NAMESPACES=y\n# CONFIG_TUN is not set\n"
 
 
@@ -143,33 +145,32 @@ SLOW_FOR_THE_PROBE = (
     "shutil",  # with bz2 and lzma; argparse's help width and `which` are found without it
     "subprocess",  # criu is started with os.posix_spawn
     "tempfile",
+    "pathlib",  # with urllib.parse and ipaddress; paths are str unless given as arguments
 )
 
 
 @pytest.mark.parametrize("criu", ["criu on PATH", "no criu"])
 @pytest.mark.parametrize("checks", [["--check", "kernel.release"], []])
 def test_probe_path_imports_nothing_it_does_not_need(checks, criu):
-    code = (
-        "import json, sys; from kcheck.cli import main; "
+    code = (  # what the probe imports, beyond what the interpreter loaded before it
+        "import sys; before = set(sys.modules); from kcheck.cli import main; "
         f"rc = main(['probe', '--format', 'json', *{checks!r}]); "
-        "print(json.dumps(sorted(sys.modules)))"
+        "import json; print(json.dumps(sorted(set(sys.modules) - before)))"
     )
     path = os.environ["PATH"]
     if criu == "no criu":
-        path = os.pathsep.join(
-            d for d in path.split(os.pathsep) if not os.path.exists(os.path.join(d, "criu"))
-        )
+        dirs = path.split(os.pathsep)
+        path = os.pathsep.join(d for d in dirs if not os.path.exists(os.path.join(d, "criu")))
     else:
         assert shutil.which("criu")
-    runs = [
+    # -S: no site, whose .pth files would hide an import (an editable install's finder loads
+    # pathlib); kcheck is found where it is installed.
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(Path(kcheck.__file__).parent.parent)}
+    runs = [  # the first run may write the catalog's cache
         subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PATH": path},
+            [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60, env=env
         )
-        for _ in range(2)  # the first run may write the catalog's cache
+        for _ in range(2)
     ]
     loaded = set(json.loads(runs[-1].stdout.strip().splitlines()[-1]))
     assert "kcheck.probe.engine" in loaded  # the probe ran

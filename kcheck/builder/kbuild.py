@@ -40,7 +40,7 @@ class Command:
 
 def running_config(release: str) -> Path:
     """`--config running`: /proc/config.gz, else /boot/config-RELEASE (and the modules dir copies)."""
-    for path in running_config_candidates(release):
+    for path in map(Path, running_config_candidates(release)):
         if path.is_file():
             return path
     raise KcheckError(

@@ -7,10 +7,13 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
 
 from kcheck.core.result import ExitCode
 from kcheck.errors import printable
+
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -59,6 +62,8 @@ def path_arg(text: str) -> Path:
         raise argparse.ArgumentTypeError("an empty path; give a file or directory")
     if "\0" in text:
         raise argparse.ArgumentTypeError(f"{text[:80]!r} contains a NUL byte; no path can")
+    from pathlib import Path  # here: the plain probe takes no path, and pathlib costs its start-up
+
     return Path(text)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
@@ -16,7 +15,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 MiB = 1 << 20
 CONFIG_LIMIT = 16 * MiB  # a distro kernel config is about 0.3 MB
 CHANGELOG_LIMIT = 64 * MiB  # a decompressed kernel changelog is tens of MB at most
-FilePath = str | Path  # str where thousands of files are read: a Path costs more to make and pickle
+# A path as str or Path: str where thousands of files are read (a Path costs more to make and
+# pickle) and on the probe's path (pathlib's import costs its start-up).
+FilePath = str | os.PathLike[str]
 DOCUMENT_LIMIT = 16 * MiB  # JSON and TOML documents: reports, records, manifests, patchsets
 
 
@@ -71,7 +72,7 @@ def read_capped(path: FilePath, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_maybe_gzipped(path: Path, limit: int) -> bytes:
+def read_maybe_gzipped(path: FilePath, limit: int) -> bytes:
     """The file's bytes, decompressed as a stream when it is gzip; at most `limit` either way."""
     data = read_capped(path, limit)
     if data[:2] != GZIP_MAGIC:

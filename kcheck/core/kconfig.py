@@ -7,11 +7,14 @@ The probe (live and offline), the VM pre-check and the builder all read configs 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from kcheck.errors import KcheckError
 
-RUNNING_CONFIG = Path("/proc/config.gz")  # the running kernel's, when CONFIG_IKCONFIG_PROC=y
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from kcheck.core.files import FilePath
+
+RUNNING_CONFIG = "/proc/config.gz"  # the running kernel's, when CONFIG_IKCONFIG_PROC=y
 
 _CONFIG_LINE = re.compile(
     r"^(?:(CONFIG_[A-Za-z0-9_]+)=(.*?)|# (CONFIG_[A-Za-z0-9_]+) is not set)[ \t\r]*$", re.M
@@ -24,9 +27,9 @@ def config_locations(release: str) -> list[str]:
     return [f"boot/config-{release}", f"lib/modules/{release}/config", f"usr/lib/modules/{release}/config"]
 
 
-def running_config_candidates(release: str) -> list[Path]:
+def running_config_candidates(release: str) -> list[str]:
     """Where this host keeps its running kernel's config, in the order to try them."""
-    return [RUNNING_CONFIG, *(Path("/", location) for location in config_locations(release))]
+    return [RUNNING_CONFIG, *(f"/{location}" for location in config_locations(release))]
 
 
 def parse_kconfig(text: str) -> dict[str, str]:
@@ -48,7 +51,7 @@ def config_text(options: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_config_file(path: Path) -> dict[str, str]:
+def read_config_file(path: FilePath) -> dict[str, str]:
     """A config file's options, gunzipped when needed; KcheckError naming the file otherwise."""
     from kcheck.core.files import CONFIG_LIMIT, CorruptGzip, InputRefused, read_maybe_gzipped
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
-from pathlib import Path
 
 from kcheck.errors import KcheckError
 
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from kcheck.core.files import FilePath
 
-def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+
+def write_atomic(path: FilePath, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """Write via an unpredictable temp file in the same directory, then rename: readers never
     see half a file, and no file is ever written in place. `owner` is kept only as root."""
     import tempfile  # not at module level: most runs print to stdout and never need it
 
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = os.path.dirname(path) or "."
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise KcheckError(
             f"cannot write {path}: {exc.strerror}; check that its directory exists and is writable"
@@ -32,18 +36,19 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int
             os.fsync(stream.fileno())
         os.replace(temp, path)
     except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
         raise KcheckError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def text_style(output: Path | None) -> tuple[bool, bool]:
+def text_style(output: FilePath | None) -> tuple[bool, bool]:
     """(table, colour) for text bound for `output` (None: stdout): rich tables only for a
     terminal, and colour there only without NO_COLOR; a file or a pipe gets plain text."""
     terminal = output is None and sys.stdout.isatty()
     return terminal, terminal and not os.environ.get("NO_COLOR")
 
 
-def emit(output: Path | None, text: str) -> None:
+def emit(output: FilePath | None, text: str) -> None:
     """A result to --output when one was given (write_output), else to stdout."""
     if output is not None:
         write_output(output, text)
@@ -51,7 +56,7 @@ def emit(output: Path | None, text: str) -> None:
         sys.stdout.write(text)
 
 
-def write_output(path: Path, text: str) -> None:
+def write_output(path: FilePath, text: str) -> None:
     """Where a user's --output points: `-` is stdout; our own fd (`/dev/stdout`,
     `/proc/self/fd/N`), a character device or a FIFO is written through, never replaced; a
     regular file is replaced atomically, keeping its mode (and owner, as root). A symlink is
@@ -85,9 +90,7 @@ def write_output(path: Path, text: str) -> None:
             "other users' links: pass the target's own path"
         )
     if stat.S_ISREG(found.st_mode):
-        write_atomic(
-            Path(os.path.realpath(path)), text, stat.S_IMODE(found.st_mode), (found.st_uid, found.st_gid)
-        )
+        write_atomic(os.path.realpath(path), text, stat.S_IMODE(found.st_mode), (found.st_uid, found.st_gid))
     elif stat.S_ISCHR(found.st_mode) or stat.S_ISFIFO(found.st_mode):
         try:  # O_NONBLOCK: a FIFO with no reader is ENXIO at once, not a hang
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -105,7 +108,7 @@ def write_output(path: Path, text: str) -> None:
         raise KcheckError(f"--output {path} is {file_kind(found.st_mode)}; pass a file path")
 
 
-def _own_fd(path: Path) -> int | None:
+def _own_fd(path: FilePath) -> int | None:
     """N when path leads, through symlinks, to this process's /proc/PID/fd/N (as /dev/stdout)."""
     import re
 
@@ -121,7 +124,7 @@ def _own_fd(path: Path) -> int | None:
     return None
 
 
-def _write_fd(path: Path, fd: int, text: str) -> None:
+def _write_fd(path: FilePath, fd: int, text: str) -> None:
     """Write all of text to fd (blocking), then close it."""
     try:
         os.set_blocking(fd, True)
@@ -134,7 +137,7 @@ def _write_fd(path: Path, fd: int, text: str) -> None:
         os.close(fd)
 
 
-def append_text(path: Path, text: str) -> None:
+def append_text(path: FilePath, text: str) -> None:
     try:
         with open(path, "a", encoding="utf-8") as stream:
             stream.write(text)

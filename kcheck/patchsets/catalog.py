@@ -12,12 +12,15 @@ import json
 import os
 import re
 from collections import namedtuple
-from pathlib import Path
 
 from kcheck import __version__
 from kcheck.core.files import DOCUMENT_LIMIT, read_capped, user_cache_dir
 from kcheck.core.release import KernelVersion, parse_version
 from kcheck.errors import CatalogError
+
+TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
+if TYPE_CHECKING:
+    from kcheck.core.files import FilePath
 
 # Patterns compile on first use (re's cache): a probe whose catalog comes from the cache needs none.
 _SHA = r"^[0-9a-f]{10,40}$"
@@ -50,7 +53,8 @@ class Patchset(
 ):
     """Upstream commits (a tuple of Commit) that together fix some probe checks (`fixes`, a
     tuple of check ids), and the kernels that need them: KernelVersions from `needed_from`
-    (or None: every older one) to below `needed_below`. `path` is the file it came from."""
+    (or None: every older one) to below `needed_below`. `path` is the file it came from (a str:
+    pathlib's import costs the probe's start-up)."""
 
     __slots__ = ()
 
@@ -66,24 +70,27 @@ class Patchset(
         return f"{low}< {self.needed_below}"
 
 
-def default_catalog_dir() -> Path:
+def default_catalog_dir() -> str:
     """The shipped catalog: kcheck/catalog when installed, ../patchsets in a source tree."""
-    package = Path(__file__).resolve().parent.parent
-    installed = package / "catalog"
-    return installed if installed.is_dir() else package.parent / "patchsets"
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    installed = os.path.join(package, "catalog")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "patchsets")
 
 
-def load_catalog(directory: Path | None = None) -> dict[str, Patchset]:
+def load_catalog(directory: FilePath | None = None) -> dict[str, Patchset]:
     """All patchsets in `directory` (default: the shipped catalog), validated; CatalogError on
     the first problem. A patchset claiming to fix a check the probe does not have is rejected,
     so the catalog and the probe cannot drift apart."""
     from kcheck.probe.checks import CHECK_IDS
 
-    directory = directory or default_catalog_dir()
-    if not directory.is_dir():
+    directory = os.fspath(directory or default_catalog_dir())
+    if not os.path.isdir(directory):
         raise CatalogError(f"{directory}: catalog directory not found; pass --catalog DIR")
     try:
-        files = sorted(path for path in directory.iterdir() if path.suffix == ".toml")
+        with os.scandir(directory) as entries:
+            files = sorted(
+                entry.path for entry in entries if entry.name.endswith(".toml") and entry.name != ".toml"
+            )
     except OSError as exc:
         raise CatalogError(f"{directory}: cannot list the catalog directory ({exc.strerror})") from None
     if not files:
@@ -93,7 +100,7 @@ def load_catalog(directory: Path | None = None) -> dict[str, Patchset]:
         return catalog
     known = set(CHECK_IDS)
     catalog = {}
-    listed: list[tuple[str, int, Path, int]] = []  # sha, order of listing, file, index
+    listed: list[tuple[str, int, str, int]] = []  # sha, order of listing, file, index
     for path in files:
         patchset = _load_patchset(path, known)
         listed += [(c.sha, len(listed) + i, path, i) for i, c in enumerate(patchset.commits)]
@@ -110,12 +117,12 @@ class _CatalogCache:
     that another user owns or may write is never trusted (a root probe run with a user's
     HOME must not read what that user wrote)."""
 
-    def __init__(self, directory: Path, files: list[Path], check_ids: tuple[str, ...]) -> None:
+    def __init__(self, directory: str, files: list[str], check_ids: tuple[str, ...]) -> None:
         where = os.path.realpath(directory)
         self.file = os.path.join(user_cache_dir(), f"catalog-{_crc(where):08x}.json")
         self.key: object = None
         try:
-            stats = [(path.name, os.stat(path)) for path in files]
+            stats = [(os.path.basename(path), os.stat(path)) for path in files]
         except OSError:
             return  # read as TOML, which reports the problem
         self.key = [
@@ -171,7 +178,7 @@ def _patchset_to_json(patchset: Patchset) -> dict[str, object]:
     return {
         **patchset._asdict(),
         "commits": [list(commit) for commit in patchset.commits],
-        "path": str(patchset.path),
+        "path": patchset.path,
     }
 
 
@@ -184,11 +191,11 @@ def _patchset_from_json(entry: dict) -> Patchset:
         needed_below=KernelVersion(*entry["needed_below"]),
         upstream=entry["upstream"],
         commits=tuple(Commit(*commit) for commit in entry["commits"]),
-        path=Path(entry["path"]),
+        path=entry["path"],
     )
 
 
-def _refuse_duplicate_commits(listed: list[tuple[str, int, Path, int]]) -> None:
+def _refuse_duplicate_commits(listed: list[tuple[str, int, str, int]]) -> None:
     """No commit twice, also as an abbreviation of another. Sorted, every SHA that another
     starts with sits right before one of them, so neighbours suffice: O(n log n), not O(n²)."""
     ordered = sorted(listed)
@@ -197,11 +204,11 @@ def _refuse_duplicate_commits(listed: list[tuple[str, int, Path, int]]) -> None:
             earlier, later = sorted((first, second), key=lambda entry: entry[1])
             raise CatalogError(
                 f"{later[2]}: commits[{later[3]}].sha: duplicate commit {later[0]}, "
-                f"already listed in {earlier[2].name} commits[{earlier[3]}]"
+                f"already listed in {os.path.basename(earlier[2])} commits[{earlier[3]}]"
             )
 
 
-def _load_patchset(path: Path, known_checks: set[str]) -> Patchset:
+def _load_patchset(path: str, known_checks: set[str]) -> Patchset:
     import tomllib
 
     try:
@@ -218,8 +225,9 @@ def _load_patchset(path: Path, known_checks: set[str]) -> Patchset:
     name = _string(data, "name", fail)
     if not re.match(_NAME, name):
         raise fail("name", f"{name!r} must be lowercase ASCII letters, digits and dashes")
-    if name != path.stem:
-        raise fail("name", f"{name!r} must match the file name {path.stem!r}")
+    stem = os.path.basename(path).removesuffix(".toml")
+    if name != stem:
+        raise fail("name", f"{name!r} must match the file name {stem!r}")
     fixes = data["fixes"]
     if not isinstance(fixes, list) or not fixes or not all(isinstance(f, str) for f in fixes):
         raise fail("fixes", "must be a non-empty list of probe check ids")

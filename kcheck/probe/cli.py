@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from kcheck.core.args import path_arg, seconds
 from kcheck.probe import DEFAULT_TIMEOUT
@@ -44,7 +43,7 @@ def host_label(text: str) -> str:
     return text
 
 
-IMAGE_KERNEL = Path("<image kernel>")  # --boot without a value: the --root image's kernel
+IMAGE_KERNEL = "<image kernel>"  # --boot without a value: the --root image's kernel
 
 
 def register(jobs) -> None:
@@ -207,7 +206,7 @@ def _emit(args: argparse.Namespace, report) -> int:
     emit(args.output, text)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if args.format == "github" and summary_path:
-        append_text(Path(summary_path), github_step_summary(report))
+        append_text(summary_path, github_step_summary(report))
     return int(report.exit_code)
 
 
@@ -219,7 +218,7 @@ def _probe_in_vm(args: argparse.Namespace):
 
     select_checks(args.check, args.require, args.ignore)  # unknown ids: bad input before booting
     kernel, config = args.boot, args.config
-    if kernel == IMAGE_KERNEL:
+    if str(kernel) == IMAGE_KERNEL:  # argparse made the const a Path (path_arg), as a value
         if args.root is None:
             raise KcheckError(
                 "--boot without KERNEL boots the --root image's kernel; pass --root DIR or a KERNEL"

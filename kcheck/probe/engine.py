@@ -6,7 +6,6 @@ import contextlib
 import fnmatch
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 from kcheck.core.criu import criu_version
 from kcheck.core.release import parse_release
@@ -22,6 +21,8 @@ from kcheck.probe.verdicts import Outcome, by_version, offline_fix
 
 TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from kcheck.probe.early import EarlyStart
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-from kcheck.core.buildrecord import BUILD_RECORD_DIR, host_records_dir, load_record, record_file
 from kcheck.core.files import CHANGELOG_LIMIT, CorruptGzip, read_maybe_gzipped
 from kcheck.core.release import is_release, parse_release
 from kcheck.errors import KcheckError
 
 TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
+    from pathlib import Path  # --root DIR is a Path (kcheck.core.args); the live probe needs none
     from typing import Any
 
     from kcheck.probe.observe import ProbeContext
@@ -105,7 +105,7 @@ def default_release(root: Path, releases: list[str]) -> str:
     """The kernel the image boots by default: the vmlinuz link's target, else the newest."""
     for link in (image_path(root, "boot") / "vmlinuz", root / "vmlinuz"):
         if link.is_symlink():
-            target = Path(link.readlink()).name.removeprefix("vmlinuz-")
+            target = os.path.basename(link.readlink()).removeprefix("vmlinuz-")
             if target in releases:
                 return target
     return releases[0]
@@ -123,6 +123,8 @@ def select_release(root: Path, release: str | None) -> tuple[str, tuple[str, ...
 def observe_image(ctx: ProbeContext) -> dict[str, Any]:
     """The evidence about a kernel that is not running: its kcheck build record (in the image
     with --root, else in this host's state directory) and the image's kernel changelog."""
+    from kcheck.core.buildrecord import BUILD_RECORD_DIR, host_records_dir, load_record, record_file
+
     found: dict[str, Any] = {}
     if ctx.root is None:
         record_path = record_file(host_records_dir(), ctx.release)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
 from kcheck.core.kconfig import RUNNING_CONFIG, config_locations, read_config_file, running_config_candidates
 from kcheck.errors import KcheckError
@@ -22,6 +21,7 @@ from kcheck.probe.overlay import start_overlay
 
 TYPE_CHECKING = False  # importing typing costs the probe's start-up; these names are for annotations
 if TYPE_CHECKING:
+    from pathlib import Path  # --config and --root give Paths; the live probe needs no pathlib
     from typing import Any
 
     from kcheck.patchsets.catalog import Patchset
@@ -128,7 +128,8 @@ def observe_release(ctx: ProbeContext) -> dict[str, Any]:
 def observe_fdinfo(ctx: ProbeContext) -> str:
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return Path(f"/proc/self/fdinfo/{fd}").read_text()
+        with open(f"/proc/self/fdinfo/{fd}") as file:
+            return file.read()
     finally:
         os.close(fd)
 
@@ -136,7 +137,7 @@ def observe_fdinfo(ctx: ProbeContext) -> str:
 # --- kernel config -----------------------------------------------------------------
 
 
-def config_candidates(release: str, root: Path | None = None) -> list[Path]:
+def config_candidates(release: str, root: Path | None = None) -> list[str | Path]:
     """Where distros keep a kernel's config, in CRIU/lxc-checkconfig order.
 
     /proc/config.gz describes only the running kernel, so an image root skips it.
@@ -156,7 +157,7 @@ def observe_config(ctx: ProbeContext) -> dict[str, Any]:
         candidates = [path for path in candidates if path != RUNNING_CONFIG]
     problems = []
     for path in candidates:
-        if not path.exists():
+        if not os.path.exists(path):
             continue
         try:
             return {"path": str(path), "options": read_config_file(path)}
