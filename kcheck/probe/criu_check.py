@@ -21,13 +21,16 @@ def start_criu(timeout: float) -> Finisher:
     if criu is None:
         return lambda: {"installed": False}
     _subreaper(True)  # what criu starts and leaves behind becomes ours to reap
-    version = _Tool([criu, "--version"])
+    started: list[_Tool] = []
     try:
-        check = _Tool([criu, "check"])
+        for argv in ([criu, "check"], [criu, "--version"]):  # check first: it takes longest
+            started.append(_Tool(argv))
     except Unavailable:
-        version.end(timeout)
+        for tool in started:
+            tool.end(timeout)
         _subreaper(False)
         raise
+    check, version = started
 
     def finish() -> dict[str, object]:
         try:

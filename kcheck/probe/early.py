@@ -17,12 +17,12 @@ from kcheck.probe.criu_check import start_criu
 from kcheck.probe.overlay import start_overlay
 
 # Sources the default selection reads that finish slowest, and how to start each, in the
-# order started: the AIO child first, as its io_destroy's RCU wait is what a probe waits for
-# last (criu check is done sooner, even when it starts a few ms later); the overlay child's
-# mounts and unmounts then overlap the imports too.
+# order started. With a criu on PATH, `criu check` is the probe's last wait, so it starts
+# first; without one that costs a PATH lookup, and the AIO child's io_destroy (an RCU grace
+# period) is the last wait. The overlay child's mounts and unmounts overlap the imports too.
 EARLY: dict[str, Callable[[float, list[int]], Finisher]] = {
-    "aio": start_aio,
     "criu": lambda timeout, _: start_criu(timeout),
+    "aio": start_aio,
     "overlay": start_overlay,
 }
 
