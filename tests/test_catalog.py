@@ -366,3 +366,52 @@ def test_an_unwritable_cache_only_means_parsing(tmp_path, monkeypatch):
     catalog = write_catalog(tmp_path / "catalog", good())
     assert load_catalog(catalog)["good"].summary == "test patchset good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "not-a-dir"]  # no temp file left
+
+
+def test_a_file_rewritten_with_its_size_and_mtime_is_parsed_again(tmp_path, monkeypatch):
+    """As `cp -p` onto it does: same inode, size and mtime; only the ctime tells."""
+    catalog, cache = _cached_catalog(tmp_path, monkeypatch)
+    path = catalog / "good.toml"
+    before = path.stat()
+    text = path.read_text()
+    path.write_text(text.replace("test patchset good", "test patchset bad!"))  # the same length
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_size) == (before.st_ino, before.st_size)
+    assert load_catalog(catalog)["good"].summary == "test patchset bad!"
+
+
+def test_paths_are_those_of_the_directory_as_given_now(tmp_path, monkeypatch):
+    catalog, _ = _cached_catalog(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert load_catalog(Path("catalog"))["good"].path == "catalog/good.toml"
+    monkeypatch.chdir(catalog)
+    assert load_catalog(Path("."))["good"].path == "./good.toml"
+
+
+@pytest.mark.parametrize("where", ["another user's", "relative"])
+def test_no_cache_is_made_where_another_user_could_reach_it(tmp_path, monkeypatch, where):
+    """A root probe run with a user's HOME or XDG_CACHE_HOME (sudo -E) makes nothing there,
+    and a relative XDG_CACHE_HOME is not the working directory's business."""
+    catalog = write_catalog(tmp_path / "catalog", good())
+    if where == "relative":
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    else:
+        (tmp_path / "cache").mkdir()
+        os.chown(tmp_path / "cache", 65534, 65534)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for _ in range(2):
+        assert load_catalog(catalog)["good"].summary == "test patchset good"
+    assert not (tmp_path / "cache" / "kcheck").exists()
+
+
+def test_validate_parses_the_files_whatever_the_cache_holds(tmp_path, monkeypatch):
+    catalog, cache = _cached_catalog(tmp_path, monkeypatch)
+    data = json.loads(cache.read_text())
+    data["patchsets"][0]["name"] = "ghost"
+    cache.write_text(json.dumps(data))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    listed = run_kcheck("patchsets", "list", "--catalog", str(catalog), "--format", "json", env=env)
+    assert [p["name"] for p in json.loads(listed.stdout)["patchsets"]] == ["ghost"]  # read from the cache
+    validated = run_kcheck("patchsets", "validate", str(catalog), "--format", "json", env=env)
+    assert json.loads(validated.stdout)["patchsets"] == ["good"]

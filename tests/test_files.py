@@ -18,13 +18,15 @@ TEXT = b"CONFIG_AIO=y\n" * 1000
         gzip.compress(TEXT),
         gzip.compress(TEXT[:5000]) + gzip.compress(TEXT[5000:]),  # two members, as `cat a.gz b.gz`
         gzip.compress(TEXT) + b"\0" * 512,  # zero padding after the member (tape blocks)
+        gzip.compress(TEXT[:5000]) + b"\0" * 7 + gzip.compress(TEXT[5000:]),  # and between members
+        b"".join(gzip.compress(TEXT[i : i + 13]) for i in range(0, len(TEXT), 13)),  # 1,000 members
         TEXT,  # not gzip: read as it is
     ],
-    ids=["one-member", "two-members", "zero-padded", "plain"],
+    ids=["one-member", "two-members", "zero-padded", "padded-between", "many-members", "plain"],
 )
 def test_what_gzip_reads_is_read_alike(tmp_path, data):
     (tmp_path / "config").write_bytes(data)
-    assert read_maybe_gzipped(tmp_path / "config", len(TEXT)) == TEXT
+    assert read_maybe_gzipped(tmp_path / "config", max(len(TEXT), len(data))) == TEXT
     if data != TEXT:
         assert gzip.decompress(data) == TEXT
 

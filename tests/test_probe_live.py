@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -176,6 +178,27 @@ def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args, tmp_pat
         assert probe.returncode == 3 and b"invalid choice: 'xml'" in stderr, stderr
     else:
         assert json.loads(stdout)["schema"] == "kcheck.probe/1", stderr
+    assert process_group(probe.pid) == []
+
+
+@requires_root
+def test_criu_check_is_judged_when_kcheck_starts_with_sigchld_ignored():
+    """An ignored SIGCHLD is inherited across exec, and would have the kernel reap criu before
+    kcheck reads its exit status."""
+    assert shutil.which("criu"), "CRIU 4.2 is first on PATH in CI"
+    start = (
+        "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    argv = [*kcheck_argv(), "probe", "--format", "json"]
+    probe = subprocess.Popen(
+        [sys.executable, "-c", start, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    stdout, stderr = probe.communicate(timeout=120)
+    assert checks_of(stdout.decode())["criu.check"]["status"] == "pass", stderr
     assert process_group(probe.pid) == []
 
 

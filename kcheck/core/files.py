@@ -77,17 +77,26 @@ def read_maybe_gzipped(path: FilePath, limit: int) -> bytes:
     data = read_capped(path, limit)
     if data[:2] != GZIP_MAGIC:
         return data
+    import re
     import zlib  # not gzip: that module costs the probe's start-up more than the whole config read
 
-    chunks, size, rest = [], 0, data
+    chunks, size, offset, view = [], 0, 0, memoryview(data)
     try:
-        while rest and size <= limit:
-            member = zlib.decompressobj(wbits=31)  # one gzip member; several may follow each other
-            chunks.append(member.decompress(rest, limit + 1 - size))
-            size += len(chunks[-1])
-            if size <= limit and not member.eof:
-                raise CorruptGzip("compressed file ended before the end-of-stream marker was reached")
-            rest = member.unused_data.lstrip(b"\0")  # zero padding may follow the last member
+        while offset < len(data) and size <= limit:  # members, as `cat a.gz b.gz` makes
+            member = zlib.decompressobj(wbits=31)
+            # The input in slices that start small and grow: a member copies back only what it
+            # did not use of its last slice, so millions of tiny members cost no more than one.
+            step = 256
+            while not member.eof and size <= limit:
+                piece = view[offset : offset + step]
+                if not piece:
+                    raise CorruptGzip("compressed file ended before the end-of-stream marker was reached")
+                offset, step = offset + len(piece), min(2 * step, MiB)
+                # at most one byte over the limit: then it is refused, and the rest never read
+                chunks.append(member.decompress(piece, limit + 1 - size))
+                size += len(chunks[-1])
+            offset -= len(member.unused_data)
+            offset = re.compile(rb"\0*").match(data, offset).end()  # zero padding may follow a member
     except zlib.error as exc:
         raise CorruptGzip(str(exc)) from None
     if size > limit:

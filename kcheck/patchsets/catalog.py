@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 from collections import namedtuple
 
 from kcheck import __version__
@@ -77,10 +78,11 @@ def default_catalog_dir() -> str:
     return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "patchsets")
 
 
-def load_catalog(directory: FilePath | None = None) -> dict[str, Patchset]:
+def load_catalog(directory: FilePath | None = None, use_cache: bool = True) -> dict[str, Patchset]:
     """All patchsets in `directory` (default: the shipped catalog), validated; CatalogError on
     the first problem. A patchset claiming to fix a check the probe does not have is rejected,
-    so the catalog and the probe cannot drift apart."""
+    so the catalog and the probe cannot drift apart. Without `use_cache`, the TOML is parsed
+    and validated whatever the cache holds (`kcheck patchsets validate`)."""
     from kcheck.probe.checks import CHECK_IDS
 
     directory = os.fspath(directory or default_catalog_dir())
@@ -96,7 +98,7 @@ def load_catalog(directory: FilePath | None = None) -> dict[str, Patchset]:
     if not files:
         raise CatalogError(f"{directory}: no *.toml patchsets in the catalog directory")
     cache = _CatalogCache(directory, files, CHECK_IDS)
-    if (catalog := cache.read()) is not None:
+    if use_cache and (catalog := cache.read()) is not None:
         return catalog
     known = set(CHECK_IDS)
     catalog = {}
@@ -113,13 +115,16 @@ def load_catalog(directory: FilePath | None = None) -> dict[str, Patchset]:
 class _CatalogCache:
     """A validated catalog as JSON in the user's cache, good while its files are unchanged.
 
-    Best effort: a cache that cannot be read or written only means parsing the TOML. A file
-    that another user owns or may write is never trusted (a root probe run with a user's
-    HOME must not read what that user wrote)."""
+    Best effort: a cache that cannot be read or written only means parsing the TOML. Only a
+    cache directory of this user's, that no one else may write, is used, and only such a file
+    in it: a root probe run with a user's HOME (sudo -E) neither reads what that user wrote
+    nor makes root's files in that user's home."""
 
     def __init__(self, directory: str, files: list[str], check_ids: tuple[str, ...]) -> None:
         where = os.path.realpath(directory)
-        self.file = os.path.join(user_cache_dir(), f"catalog-{_crc(where):08x}.json")
+        self.directory = directory
+        self.cache_dir = user_cache_dir()
+        self.file = os.path.join(self.cache_dir, f"catalog-{_crc(where):08x}.json")
         self.key: object = None
         try:
             stats = [(os.path.basename(path), os.stat(path)) for path in files]
@@ -130,11 +135,12 @@ class _CatalogCache:
             __version__,
             where,
             list(check_ids),
-            [[name, st.st_size, st.st_mtime_ns, st.st_ino] for name, st in stats],
+            # ctime too: `cp -p` onto a file keeps its inode, size and mtime, not its ctime
+            [[name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] for name, st in stats],
         ]
 
     def read(self) -> dict[str, Patchset] | None:
-        if self.key is None:
+        if self.key is None or not _own_private_dir(self.cache_dir):
             return None
         try:
             with open(self.file, "rb", opener=_no_follow) as stream:
@@ -144,17 +150,19 @@ class _CatalogCache:
                 data = json.loads(stream.read())
             if data["key"] != self.key:
                 return None
-            return {entry["name"]: _patchset_from_json(entry) for entry in data["patchsets"]}
+            return {entry["name"]: _patchset_from_json(entry, self.directory) for entry in data["patchsets"]}
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def write(self, catalog: dict[str, Patchset]) -> None:
-        if self.key is None:
+        if self.key is None or not _may_make(self.cache_dir):
             return
         document = {"key": self.key, "patchsets": [_patchset_to_json(p) for p in catalog.values()]}
         temp = f"{self.file}.{os.getpid()}.tmp"
         try:
-            os.makedirs(os.path.dirname(self.file), mode=0o700, exist_ok=True)
+            os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+            if not _own_private_dir(self.cache_dir):
+                return
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w") as stream:
                 json.dump(document, stream)
@@ -162,6 +170,26 @@ class _CatalogCache:
         except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+
+
+def _own_private_dir(path: str) -> bool:
+    """An absolute path to a directory (not a link to one) of this user's, that no one else
+    may write."""
+    if not os.path.isabs(path):
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _may_make(directory: str) -> bool:
+    """Whether kcheck may make `directory` and its missing parents: an absolute path whose
+    nearest existing ancestor (or itself) is a private directory of this user's."""
+    while os.path.isabs(directory) and not os.path.lexists(directory):
+        directory = os.path.dirname(directory)
+    return _own_private_dir(directory)
 
 
 def _no_follow(path: str, flags: int) -> int:
@@ -178,11 +206,11 @@ def _patchset_to_json(patchset: Patchset) -> dict[str, object]:
     return {
         **patchset._asdict(),
         "commits": [list(commit) for commit in patchset.commits],
-        "path": patchset.path,
+        "path": os.path.basename(patchset.path),  # in the directory as it is given then
     }
 
 
-def _patchset_from_json(entry: dict) -> Patchset:
+def _patchset_from_json(entry: dict, directory: str) -> Patchset:
     return Patchset(
         name=entry["name"],
         summary=entry["summary"],
@@ -191,7 +219,7 @@ def _patchset_from_json(entry: dict) -> Patchset:
         needed_below=KernelVersion(*entry["needed_below"]),
         upstream=entry["upstream"],
         commits=tuple(Commit(*commit) for commit in entry["commits"]),
-        path=entry["path"],
+        path=os.path.join(directory, entry["path"]),
     )
 
 

@@ -76,10 +76,10 @@ def register(jobs) -> None:
     audit.set_defaults(handler=run_audit)
 
 
-def _load(directory: Path | None):
+def _load(directory: Path | None, use_cache: bool = True):
     from kcheck.patchsets.catalog import load_catalog
 
-    return load_catalog(directory)
+    return load_catalog(directory, use_cache)
 
 
 def _patchset_json(patchset) -> dict:
@@ -165,7 +165,7 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.directory and args.catalog and args.directory != args.catalog:
         raise KcheckError(f"validate got both {args.directory} and --catalog {args.catalog}; pass one")
     directory = args.directory or args.catalog or default_catalog_dir()
-    catalog = _load(directory)
+    catalog = _load(directory, use_cache=False)  # validate means: parse and check it all now
     commits = sum(len(p.commits) for p in catalog.values())
     if args.format == "json":
         sys.stdout.write(

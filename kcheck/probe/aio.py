@@ -62,9 +62,11 @@ def _mapping_length(maps: str, start: int) -> int | None:
     """The length of the mapping that starts at `start`, from its /proc/self/maps line
     ("START-END ..."). The verdict parses the whole text (procparse); the child needs only
     this, and its io_destroy, the probe's last wait, must not wait for an import and a regex."""
-    prefix = f"{start:x}-"
-    line = next((line for line in maps.splitlines() if line.startswith(prefix)), None)
-    return None if line is None else int(line[len(prefix) :].split(" ", 1)[0], 16) - start
+    for line in maps.splitlines():
+        low, _, high = line.partition(" ")[0].partition("-")
+        if int(low, 16) == start:  # compared as numbers: maps pads addresses to 8 digits
+            return int(high, 16) - start
+    return None
 
 
 def _reopen_errno(start: int, end: int) -> str | None:

@@ -21,6 +21,9 @@ def start_criu(timeout: float) -> Finisher:
     if criu is None:
         return lambda: {"installed": False}
     _subreaper(True)  # what criu starts and leaves behind becomes ours to reap
+    with contextlib.suppress(ValueError):  # (not the main thread: leave it)
+        # criu's exit status is evidence; with SIGCHLD ignored (inherited), the kernel reaps it
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     started: list[_Tool] = []
     try:
         for argv in ([criu, "check"], [criu, "--version"]):  # check first: it takes longest
@@ -60,6 +63,16 @@ def find_program(name: str) -> str | None:
     return None
 
 
+def _inheritable_fds() -> list[int]:
+    """Descriptors above stderr that a spawned tool would inherit (subprocess closes them)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            if int(name) > 2 and os.get_inheritable(int(name)):
+                found.append(int(name))
+    return found
+
+
 def _subreaper(enable: bool) -> None:
     with contextlib.suppress(OSError):  # prctl: Linux >= 3.4
         syscalls.set_child_subreaper(enable)
@@ -73,28 +86,30 @@ class _Tool:
         self.argv = argv
         self.returncode: int | None = None
         self.pipes: dict[int, list[bytes]] = {}
-        out_read, out_write = os.pipe()
-        err_read, err_write = os.pipe()
+        ends: list[int] = []
         try:
+            ends += os.pipe()  # out_read, out_write
+            ends += os.pipe()  # err_read, err_write
             self.pid = os.posix_spawn(
                 argv[0],
                 argv,
                 os.environ,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, out_write, 1),
-                    (os.POSIX_SPAWN_DUP2, err_write, 2),
+                    (os.POSIX_SPAWN_DUP2, ends[1], 1),
+                    (os.POSIX_SPAWN_DUP2, ends[3], 2),
+                    *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()),
                 ],
                 setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores them; criu must not
             )
-        except OSError as exc:
-            os.close(out_read)
-            os.close(err_read)
-            raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
-        finally:
-            os.close(out_write)
-            os.close(err_write)
-        self.pipes = {err_read: [], out_read: []}  # in this order: the output is stderr, then stdout
+        except (OSError, NotImplementedError) as exc:
+            for fd in ends:
+                os.close(fd)
+            raise Unavailable(f"cannot run {argv[0]}: {getattr(exc, 'strerror', None) or exc}") from None
+        os.close(ends[1])
+        os.close(ends[3])
+        self.pipes = {ends[2]: [], ends[0]: []}  # in this order: the output is stderr, then stdout
 
     def output(self, timeout: float, allowed: str = "--timeout") -> str:
         """Its stderr then stdout once it exits (returncode set); Unavailable if it runs past `timeout`."""
@@ -123,7 +138,14 @@ class _Tool:
         return "".join(b"".join(chunks).decode(errors="replace") for chunks in self.pipes.values())
 
     def _poll(self) -> None:
-        done, status = os.waitpid(self.pid, os.WNOHANG)
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # the kernel reaped it: SIGCHLD was ignored when kcheck started
+            self.end(0)
+            raise Unavailable(
+                f"the exit status of {self.argv[0]} was lost (SIGCHLD is ignored); "
+                "run kcheck with SIGCHLD at its default"
+            ) from None
         if done:
             self.returncode = os.waitstatus_to_exitcode(status)
 
