@@ -145,7 +145,7 @@ class _CatalogCache:
         try:
             with open(self.file, "rb", opener=_no_follow) as stream:
                 st = os.fstat(stream.fileno())
-                if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > DOCUMENT_LIMIT:
+                if not _private(st) or st.st_size > DOCUMENT_LIMIT:
                     return None
                 data = json.loads(stream.read())
             if data["key"] != self.key:
@@ -181,7 +181,12 @@ def _own_private_dir(path: str) -> bool:
         st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    return stat.S_ISDIR(st.st_mode) and _private(st)
+
+
+def _private(st: os.stat_result) -> bool:
+    """This user's, and no one else may write it."""
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _may_make(directory: str) -> bool:
