@@ -82,6 +82,14 @@ def test_a_child_that_does_not_report_is_unavailable_and_reaped(work, message):
     assert _my_children() - before == set()  # and reaped, on every path
 
 
+def test_a_report_that_came_in_time_is_not_late_for_a_slow_caller():
+    """The caller (an early-started probe importing in an emulated guest) may come back
+    after `timeout`: a child that finished meanwhile still counts."""
+    finish = start_child("test", lambda report: report({"ok": True}), 0.3)
+    time.sleep(0.6)
+    assert finish() == {"ok": True}
+
+
 def test_a_cut_short_report_says_so(monkeypatch):
     """A child killed mid-write: its length says more than came."""
     monkeypatch.setattr(children, "_send", lambda fd, obs: os.write(fd, (100).to_bytes(8, "little") + b"ab"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import NOBODY, kcheck_argv, requires_root, run_kcheck
 
+from kcheck.probe import DEFAULT_TIMEOUT
 from kcheck.probe.overlay import SCRATCH_DIR_NAME
 
 LIVE_IDS = {
@@ -178,6 +179,33 @@ def test_nothing_is_left_in_the_process_group_once_the_probe_exits(args, tmp_pat
         assert probe.returncode == 3 and b"invalid choice: 'xml'" in stderr, stderr
     else:
         assert json.loads(stdout)["schema"] == "kcheck.probe/1", stderr
+    assert process_group(probe.pid) == []
+
+
+@requires_root
+def test_a_probe_held_up_past_its_timeout_still_uses_what_its_children_reported():
+    """The early start forks the AIO and overlay children before kcheck imports the rest; a
+    probe slower than --timeout to come back for their reports (an emulated guest under load:
+    CI saw it) must still judge by them, not fall back to the version. SIGSTOP stands in
+    for the slow imports."""
+    probe = subprocess.Popen(
+        [*kcheck_argv(), "probe", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while len(_children(probe.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.kill(probe.pid, signal.SIGSTOP)
+    time.sleep(DEFAULT_TIMEOUT + 1)
+    os.kill(probe.pid, signal.SIGCONT)
+    stdout, stderr = probe.communicate(timeout=60)
+    checks = checks_of(stdout)
+    for check_id in ("aio.ring_remap", "aio.reopen_enxio", "overlayfs.mnt_id", "overlayfs.maps"):
+        check = checks[check_id]
+        assert (check["status"], check["evidence"]) == ("pass", "live"), check
     assert process_group(probe.pid) == []
 
 

@@ -33,8 +33,10 @@ def start_child(
 ) -> Finisher:
     """Run `work` in a forked child; it reports one JSON observation through a pipe.
 
-    The child dies with this process, and is killed on timeout. Once it reported, it is
-    reaped at once, or with `linger` left to finish its cleanup: its pid goes there, and
+    The child dies with this process. The caller gets `timeout` seconds from when it asks
+    for the report (a slow caller, such as a probe still importing in an emulated guest,
+    must not make a finished child late); a child still working then is killed. Once it
+    reported, it is reaped at once, or with `linger` left to finish its cleanup: its pid goes there, and
     the caller reaps it later (wait_or_kill).
     """
     try:
@@ -62,12 +64,11 @@ def start_child(
         finally:
             os._exit(code)
     os.close(write_end)
-    deadline = time.monotonic() + timeout
 
     def finish() -> dict[str, object]:
         reported = False
         try:
-            data = _read_report(read_end, deadline)
+            data = _read_report(read_end, time.monotonic() + timeout)
             reported = True
         except TimeoutError:
             raise Unavailable(f"{what} did not finish within {timeout:g}s; raise --timeout") from None
@@ -104,10 +105,10 @@ def _read_report(fd: int, deadline: float) -> bytes:
     size, wanted = 0, _LENGTH
     while size < wanted:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        ready, _, _ = select.select([fd], [], [], remaining)
+        ready, _, _ = select.select([fd], [], [], max(remaining, 0))
         if not ready:
+            if remaining <= 0:
+                raise TimeoutError
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
