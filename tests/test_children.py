@@ -12,6 +12,7 @@ from kcheck.core.procparse import parse_maps
 from kcheck.probe import children
 from kcheck.probe.aio import _mapping_length
 from kcheck.probe.children import Unavailable, reap_lingering, start_child
+from kcheck.probe.criu_check import _Tool
 
 OBSERVATION = {
     "text": "ünïcode\n" * 5000,
@@ -88,6 +89,22 @@ def test_a_report_that_came_in_time_is_not_late_for_a_slow_caller():
     finish = start_child("test", lambda report: report({"ok": True}), 0.3)
     time.sleep(0.6)
     assert finish() == {"ok": True}
+
+
+def test_a_tool_that_finished_is_not_late_for_a_slow_caller():
+    """criu check, spawned early, may be done before the probe asks: its output counts."""
+    tool = _Tool(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
+    time.sleep(0.3)
+    assert tool.output(0) == "err\nout\n" and tool.returncode == 3
+    tool.end(1)
+
+
+def test_a_tool_still_running_at_its_limit_is_ended_and_reaped():
+    before = _my_children()
+    tool = _Tool(["/bin/sleep", "5"])
+    with pytest.raises(Unavailable, match=r"/bin/sleep 5 did not finish within 0.2s \(--timeout\)"):
+        tool.output(0.2)
+    assert _my_children() - before == set()
 
 
 def test_a_cut_short_report_says_so(monkeypatch):
