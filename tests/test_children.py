@@ -83,20 +83,12 @@ def test_a_child_that_does_not_report_is_unavailable_and_reaped(work, message):
     assert _my_children() - before == set()  # and reaped, on every path
 
 
-def test_a_report_that_came_in_time_is_not_late_for_a_slow_caller():
+def test_a_report_already_there_is_not_late_for_a_slow_caller():
     """The caller (an early-started probe importing in an emulated guest) may come back
-    after `timeout`: a child that finished meanwhile still counts."""
-    finish = start_child("test", lambda report: report({"ok": True}), 0.3)
-    time.sleep(0.6)
+    after the child's limit: a report waiting in the pipe still counts."""
+    finish = start_child("test", lambda report: report({"ok": True}), 1)
+    time.sleep(2)
     assert finish() == {"ok": True}
-
-
-def test_a_tool_that_finished_is_not_late_for_a_slow_caller():
-    """criu check, spawned early, may be done before the probe asks: its output counts."""
-    tool = _Tool(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
-    time.sleep(0.3)
-    assert tool.output(0) == "err\nout\n" and tool.returncode == 3
-    tool.end(1)
 
 
 def test_a_tool_still_running_at_its_limit_is_ended_and_reaped():

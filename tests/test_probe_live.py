@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -70,6 +71,17 @@ def test_two_hundred_runs_leave_mounts_and_tmp_unchanged():
 def _children(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(p) for p in text.split()]
+
+
+def _forked_children(pid: int) -> list[int]:
+    """Its children that are not criu: the AIO and overlay children, forks of kcheck. (criu
+    is spawned with vfork semantics, so it is exec'd before kcheck forks anything else.)"""
+    found = []
+    for child in _children(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"/proc/{child}/comm").read_text().strip() != "criu":
+                found.append(child)
+    return found
 
 
 def _start_held_probe(*extra: str) -> tuple[subprocess.Popen, int]:
@@ -188,16 +200,22 @@ def test_a_probe_held_up_past_its_timeout_still_uses_what_its_children_reported(
     probe slower than --timeout to come back for their reports (an emulated guest under load:
     CI saw it) must still judge by them, not fall back to the version. SIGSTOP stands in
     for the slow imports."""
-    probe = subprocess.Popen(
-        [*kcheck_argv(), "probe", "--format", "json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 20
-    while len(_children(probe.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    for _attempt in range(5):  # the children live for tens of ms; a busy machine may miss them
+        probe = subprocess.Popen(
+            [*kcheck_argv(), "probe", "--format", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        forked: list[int] = []
+        while probe.poll() is None and len(forked := _forked_children(probe.pid)) < 2:
+            time.sleep(0.001)
+        if len(forked) == 2:
+            break
+        probe.communicate(timeout=60)
+    else:
+        raise AssertionError("the probe's AIO and overlay children were never seen in 5 runs")
     os.kill(probe.pid, signal.SIGSTOP)
     time.sleep(DEFAULT_TIMEOUT + 1)
     os.kill(probe.pid, signal.SIGCONT)

@@ -33,11 +33,11 @@ def start_child(
 ) -> Finisher:
     """Run `work` in a forked child; it reports one JSON observation through a pipe.
 
-    The child dies with this process. The caller gets `timeout` seconds from when it asks
-    for the report (a slow caller, such as a probe still importing in an emulated guest,
-    must not make a finished child late); a child still working then is killed. Once it
-    reported, it is reaped at once, or with `linger` left to finish its cleanup: its pid goes there, and
-    the caller reaps it later (wait_or_kill).
+    The child dies with this process. It has `timeout` from its start to report; a caller
+    that finds no report by then kills it. A report waiting in the pipe counts however late
+    the caller comes for it (a probe still importing in an emulated guest). Once it
+    reported, it is reaped at once, or with `linger` left to finish its cleanup: its pid
+    goes there, and the caller reaps it later (wait_or_kill).
     """
     try:
         read_end, write_end = os.pipe()
@@ -64,11 +64,12 @@ def start_child(
         finally:
             os._exit(code)
     os.close(write_end)
+    deadline = time.monotonic() + timeout  # from the start: the children run side by side
 
     def finish() -> dict[str, object]:
         reported = False
         try:
-            data = _read_report(read_end, time.monotonic() + timeout)
+            data = _read_report(read_end, deadline)
             reported = True
         except TimeoutError:
             raise Unavailable(f"{what} did not finish within {timeout:g}s; raise --timeout") from None
@@ -100,7 +101,8 @@ def _send(fd: int, observation: dict[str, object]) -> None:
 
 
 def _read_report(fd: int, deadline: float) -> bytes:
-    """One report's bytes (fewer when the child died first); TimeoutError if late."""
+    """One report's bytes (fewer when the child died first); TimeoutError if nothing
+    more is in the pipe at `deadline`; what is there is read whenever the caller comes."""
     chunks: list[bytes] = []
     size, wanted = 0, _LENGTH
     while size < wanted:

@@ -112,37 +112,30 @@ class _Tool:
         self.pipes = {ends[2]: [], ends[0]: []}  # in this order: the output is stderr, then stdout
 
     def output(self, timeout: float, allowed: str = "--timeout") -> str:
-        """Its stderr then stdout once it exits (returncode set); Unavailable if it runs past
-        `timeout` from now. What it wrote and its exit, once there, are never late."""
+        """Its stderr then stdout once it exits (returncode set); Unavailable if it runs past `timeout`."""
         deadline = time.monotonic() + timeout
         reading = list(self.pipes)
         while reading or self.returncode is None:
             remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                import shlex
+
+                self.end(timeout)
+                raise Unavailable(
+                    f"{shlex.join(self.argv)} did not finish within {timeout:g}s ({allowed}); raise --timeout"
+                )
             if not reading:  # both pipes closed: the tool is exiting
                 self._poll()
                 if self.returncode is None:
-                    if remaining <= 0:
-                        raise self._late(timeout, allowed)
                     time.sleep(0.001)
                 continue
-            ready = select.select(reading, [], [], max(remaining, 0))[0]
-            if not ready and remaining <= 0:
-                raise self._late(timeout, allowed)
-            for fd in ready:
+            for fd in select.select(reading, [], [], remaining)[0]:
                 chunk = os.read(fd, 65536)
                 if chunk:
                     self.pipes[fd].append(chunk)
                 else:
                     reading.remove(fd)
         return "".join(b"".join(chunks).decode(errors="replace") for chunks in self.pipes.values())
-
-    def _late(self, timeout: float, allowed: str) -> Unavailable:
-        """End it, and say it ran past its limit."""
-        import shlex
-
-        self.end(timeout)
-        command = shlex.join(self.argv)
-        return Unavailable(f"{command} did not finish within {timeout:g}s ({allowed}); raise --timeout")
 
     def _poll(self) -> None:
         try:
