@@ -164,7 +164,7 @@ def process_group(pgid: int) -> list[str]:
     "args",
     [
         pytest.param([], id="every-check"),
-        pytest.param(["--timeout", "0.001"], id="timeout"),  # each child killed at its deadline
+        pytest.param(["--timeout", "0.001"], id="timeout"),  # children still working then are killed
         pytest.param(["--check", "aio.*"], id="aio-only"),  # the child left to finish io_destroy
         # bad input found after the early AIO child was forked (kcheck.probe.early)
         pytest.param(["--catalog", "BROKEN"], id="bad-catalog"),
